@@ -1,0 +1,427 @@
+"""Reference kernels in plain NumPy: the oracle every faster backend is tested against.
+
+These functions define the semantics of the engine. They are written so that Numba can compile
+them unchanged (``_numba.py`` wraps them with ``numba.njit``): explicit loops where the order of
+operations matters, no Python objects, an explicit stack instead of recursion. The C++ core in
+``cpp/`` implements the same algorithm step by step.
+
+All inputs are validated and converted before they reach this module (see ``engine.py``):
+C-contiguous float64 arrays, uint8 masks, plain ints and floats.
+
+Conventions
+-----------
+* ``mode``: 0 = exact means (no uncertainty), 1 = independent variances, 2 = full covariance.
+* ``sd``: standard deviations ``(k,)``, used in mode 1; ``chol``: lower Cholesky factor
+  ``(k, k)``, used in mode 2. The unused one may be an empty dummy array.
+* ``normals``: fixed standard-normal QMC samples ``(n_samples, k)``, shared by all candidate
+  supermodels of one decision (common random numbers: ``Q`` is exactly monotone and submodular).
+* ``digits``: round utilities to this many decimals before comparing them; -1 = no rounding.
+* Results of a search: ``(next_model, mask, utility, quality, cost, evaluated)`` where
+  ``next_model`` is -1 for stop.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Absolute slack (relative to the scale of the values) that pruning leaves for floating-point
+#: error, on top of the rounding granularity.
+PRUNE_SLACK = 1e-9
+
+
+def cholesky_psd(cov):
+    """Lower Cholesky factor of a positive semi-definite matrix.
+
+    A pivot that is not positive (a zero or numerically negative eigen-direction) gets a zero
+    column, so semi-definite matrices (e.g. a model whose estimate is exact) are handled without
+    jitter. The loop order is fixed so that every backend computes the same bits.
+    """
+    k = cov.shape[0]
+    lower = np.zeros((k, k))
+    for j in range(k):
+        d = cov[j, j]
+        for p in range(j):
+            d -= lower[j, p] * lower[j, p]
+        if d <= 1e-300:
+            continue
+        ljj = np.sqrt(d)
+        lower[j, j] = ljj
+        for i in range(j + 1, k):
+            s = cov[i, j]
+            for p in range(j):
+                s -= lower[i, p] * lower[j, p]
+            lower[i, j] = s / ljj
+    return lower
+
+
+def transform_samples(quality, mode, sd, chol, normals):
+    """Quality samples ``Z = q + U L^T`` (mode 2), ``q + U * sd`` (mode 1); ``(n_samples, k)``."""
+    ns = normals.shape[0]
+    k = quality.shape[0]
+    z = np.empty((ns, k))
+    # Vectorised over samples; per element the operations run in the same order as the loops
+    # of the compiled core (q, then + u_0 * l_0, + u_1 * l_1, ...), so the bits agree.
+    for i in range(k):
+        col = np.full(ns, quality[i])
+        if mode == 1:
+            col += normals[:, i] * sd[i]
+        else:
+            for j in range(i + 1):
+                col += normals[:, j] * chol[i, j]
+        z[:, i] = col
+    return z
+
+
+def _round_key(value, scale):
+    if scale > 0.0:
+        return np.rint(value * scale) / scale
+    return value
+
+
+def search_kernel(
+    quality,
+    cost,
+    lam,
+    mode,
+    sd,
+    chol,
+    normals,
+    ran,
+    max_depth,
+    force_order,
+    prefixes_only,
+    prune,
+    prefer_expensive,
+    digits,
+):
+    """Best supermodel ``M ⊇ ran`` for one query; see ALGORITHM.md §3–§4.
+
+    Enumerates supersets of ``ran`` once each, depth first, adding model indices in increasing
+    order (so candidates are visited in lexicographic order of their sorted index tuples).
+    Ties in the rounded utility go to the cheaper (or, with ``prefer_expensive``, the dearer)
+    supermodel, then to the one visited first.
+    """
+    k = quality.shape[0]
+    sampled = mode != 0
+    if sampled:
+        z = transform_samples(quality, mode, sd, chol, normals)
+        ns = z.shape[0]
+    else:
+        z = np.empty((0, k))
+        ns = 0
+    scale = 10.0**digits if digits >= 0 else 0.0
+
+    n_ran = 0
+    start = 0
+    cost_root = 0.0
+    total_cost = 0.0
+    maxabs = 0.0
+    for i in range(k):
+        total_cost += cost[i]
+        if ran[i] != 0:
+            n_ran += 1
+            cost_root += cost[i]
+            start = i + 1
+    if sampled:
+        maxabs = np.abs(z).max()
+    else:
+        for i in range(k):
+            a = abs(quality[i])
+            if a > maxabs:
+                maxabs = a
+    tol = PRUNE_SLACK * (1.0 + maxabs + lam * total_cost)
+    if scale > 0.0:
+        tol += 1.0 / scale
+
+    # Per-depth state of the depth-first search.
+    rowmax = np.full((k + 1, max(ns, 1)), -np.inf)
+    qual = np.full(k + 1, -np.inf)
+    cst = np.zeros(k + 1)
+    nxt = np.zeros(k + 1, dtype=np.int64)
+    path = np.zeros(k + 1, dtype=np.int64)
+
+    q_root = -np.inf
+    for i in range(k):
+        if ran[i] != 0:
+            if sampled:
+                rowmax[0] = np.maximum(rowmax[0], z[:, i])
+            elif quality[i] > q_root:
+                q_root = quality[i]
+    if sampled and n_ran > 0:
+        q_root = rowmax[0].sum() / ns
+    qual[0] = q_root
+    cst[0] = cost_root
+
+    best_mask = np.zeros(k, dtype=np.uint8)
+    best_key = -np.inf
+    best_util = -np.inf
+    best_q = -np.inf
+    best_c = 0.0
+    found = False
+    evaluated = 0
+
+    if n_ran > 0:
+        evaluated += 1
+        util = q_root - lam * cost_root
+        best_key = _round_key(util, scale)
+        best_util = util
+        best_q = q_root
+        best_c = cost_root
+        for i in range(k):
+            best_mask[i] = ran[i]
+        found = True
+
+    max_add = max_depth - n_ran
+    if prefixes_only:
+        # The optimal cascade: only prefixes M_{0:j'} with j' >= |ran| (ran is a prefix).
+        depth = 0
+        m = n_ran
+        while depth < max_add and m < k:
+            if sampled:
+                # Incremental row maxima: the child's follow from its parent's.
+                rowmax[depth + 1] = np.maximum(rowmax[depth], z[:, m])
+                qc = rowmax[depth + 1].sum() / ns
+            else:
+                qc = qual[depth]
+                if quality[m] > qc:
+                    qc = quality[m]
+            cc = cst[depth] + cost[m]
+            evaluated += 1
+            qual[depth + 1] = qc
+            cst[depth + 1] = cc
+            util = qc - lam * cc
+            key = _round_key(util, scale)
+            better = (not found) or key > best_key
+            if found and key == best_key:
+                better = cc > best_c if prefer_expensive else cc < best_c
+            if better:
+                found = True
+                best_key = key
+                best_util = util
+                best_q = qc
+                best_c = cc
+                for i in range(k):
+                    best_mask[i] = 1 if i <= m else 0
+            depth += 1
+            m += 1
+    else:
+        depth = 0
+        nxt[0] = start if force_order else 0
+        while depth >= 0:
+            if depth >= max_add:
+                depth -= 1
+                continue
+            m = nxt[depth]
+            while m < k and ran[m] != 0:
+                m += 1
+            if m >= k:
+                depth -= 1
+                continue
+            nxt[depth] = m + 1
+            if sampled:
+                # Incremental row maxima: the child's follow from its parent's.
+                rowmax[depth + 1] = np.maximum(rowmax[depth], z[:, m])
+                qc = rowmax[depth + 1].sum() / ns
+            else:
+                qc = qual[depth]
+                if quality[m] > qc:
+                    qc = quality[m]
+            cc = cst[depth] + cost[m]
+            evaluated += 1
+            # Lemma 1: a negative marginal gain rules out every superset containing m.
+            if prune and (n_ran + depth) > 0 and (qc - qual[depth]) - lam * cost[m] < -tol:
+                continue
+            path[depth] = m
+            util = qc - lam * cc
+            key = _round_key(util, scale)
+            better = (not found) or key > best_key
+            if found and key == best_key:
+                better = cc > best_c if prefer_expensive else cc < best_c
+            if better:
+                found = True
+                best_key = key
+                best_util = util
+                best_q = qc
+                best_c = cc
+                for i in range(k):
+                    best_mask[i] = ran[i]
+                for d in range(depth + 1):
+                    best_mask[path[d]] = 1
+            qual[depth + 1] = qc
+            cst[depth + 1] = cc
+            nxt[depth + 1] = m + 1
+            depth += 1
+
+    next_model = -1
+    for i in range(k):
+        if best_mask[i] != 0 and ran[i] == 0:
+            if next_model < 0:
+                next_model = i
+            elif not force_order and not prefixes_only and cost[i] < cost[next_model]:
+                next_model = i
+    return next_model, best_mask, best_util, best_q, best_c, evaluated
+
+
+def search_batch_kernel(
+    quality,
+    cost,
+    lam,
+    mode,
+    sd,
+    chol,
+    normals,
+    ran,
+    max_depth,
+    force_order,
+    prefixes_only,
+    prune,
+    prefer_expensive,
+    digits,
+):
+    """``search_kernel`` over ``n`` queries.
+
+    ``quality``, ``cost``, ``ran``: ``(n, k)``; ``lam``, ``prefer_expensive``: ``(n,)``;
+    ``sd``: ``(n, k)`` standard deviations (mode 1); ``chol``: ``(n, k, k)`` Cholesky factors
+    (mode 2); the unused one may be an empty dummy with the leading dimension ``n``. Returns ``next_model (n,)``, ``mask (n, k)``, ``utility``,
+    ``quality``, ``cost`` ``(n,)`` and ``evaluated (n,)``.
+    """
+    n, k = quality.shape
+    nxt = np.empty(n, dtype=np.int64)
+    masks = np.zeros((n, k), dtype=np.uint8)
+    util = np.empty(n)
+    qual = np.empty(n)
+    cst = np.empty(n)
+    evaluated = np.empty(n, dtype=np.int64)
+    for r in range(n):
+        res = search_kernel(
+            quality[r],
+            cost[r],
+            lam[r],
+            mode,
+            sd[r],
+            chol[r],
+            normals,
+            ran[r],
+            max_depth,
+            force_order,
+            prefixes_only,
+            prune,
+            prefer_expensive[r] != 0,
+            digits,
+        )
+        nxt[r] = res[0]
+        masks[r] = res[1]
+        util[r] = res[2]
+        qual[r] = res[3]
+        cst[r] = res[4]
+        evaluated[r] = res[5]
+    return nxt, masks, util, qual, cst, evaluated
+
+
+def replay_two_phase_kernel(
+    ante_quality,
+    post_quality,
+    ante_sd,
+    post_sd,
+    ante_cost,
+    post_cost,
+    true_quality,
+    true_cost,
+    lambdas,
+    prefer_expensive,
+    normals,
+    use_sd,
+    strategy,
+    thresholds,
+    max_depth,
+    force_order,
+    prefixes_only,
+    prune,
+    digits,
+    select_last,
+):
+    """Replay a strategy over ``n`` queries with a two-phase (ex-ante / post-hoc) estimator.
+
+    A model's estimates switch from ex-ante to post-hoc once it has run. All arrays are ``(n, k)``
+    except ``lambdas`` (one multiplier per step ``j = |R|``; the last is reused for later steps),
+    ``prefer_expensive (n,)`` (the tie-breaking coin per query) and ``thresholds (k,)``
+    (threshold cascade: after running model ``j`` continue iff its post-hoc quality estimate is
+    below ``thresholds[j]``). ``strategy``: 0 = supermodel search, 1 = threshold cascade.
+    ``use_sd``: 1 = independent uncertainty with standard deviations ``ante_sd`` / ``post_sd``,
+    0 = exact means. The answer is the last model run when ``select_last``, else the run model
+    with the highest post-hoc estimate (ties: lowest index).
+
+    Returns ``selected (n,)``, ``n_run (n,)``, ``order (n, k)`` (models in the order run, -1
+    padded), ``cost (n,)`` (true cost of all models run) and ``quality (n,)`` (true quality of
+    the selected answer).
+    """
+    n, k = ante_quality.shape
+    n_lam = lambdas.shape[0]
+    selected = np.full(n, -1, dtype=np.int64)
+    n_run = np.zeros(n, dtype=np.int64)
+    order = np.full((n, k), -1, dtype=np.int64)
+    total_cost = np.zeros(n)
+    total_quality = np.zeros(n)
+    ran = np.zeros(k, dtype=np.uint8)
+    no_chol = np.zeros((0, 0))
+    q_cur = np.empty(k)
+    c_cur = np.empty(k)
+    sd_cur = np.empty(k)
+    for r in range(n):
+        for i in range(k):
+            ran[i] = 0
+        j = 0
+        while j < k:
+            if strategy == 1:
+                if j == 0:
+                    nm = 0
+                elif j < max_depth and post_quality[r, j - 1] < thresholds[j - 1]:
+                    nm = j
+                else:
+                    nm = -1
+            else:
+                for i in range(k):
+                    if ran[i] != 0:
+                        q_cur[i] = post_quality[r, i]
+                        c_cur[i] = post_cost[r, i]
+                        sd_cur[i] = post_sd[r, i] if use_sd else 0.0
+                    else:
+                        q_cur[i] = ante_quality[r, i]
+                        c_cur[i] = ante_cost[r, i]
+                        sd_cur[i] = ante_sd[r, i] if use_sd else 0.0
+                lam = lambdas[j] if j < n_lam else lambdas[n_lam - 1]
+                res = search_kernel(
+                    q_cur,
+                    c_cur,
+                    lam,
+                    1 if use_sd else 0,
+                    sd_cur,
+                    no_chol,
+                    normals,
+                    ran,
+                    max_depth,
+                    force_order,
+                    prefixes_only,
+                    prune,
+                    prefer_expensive[r] != 0,
+                    digits,
+                )
+                nm = res[0]
+            if nm < 0:
+                break
+            ran[nm] = 1
+            order[r, j] = nm
+            total_cost[r] += true_cost[r, nm]
+            j += 1
+        n_run[r] = j
+        if j > 0:
+            if select_last:
+                sel = order[r, j - 1]
+            else:
+                sel = -1
+                for i in range(k):
+                    if ran[i] != 0 and (sel < 0 or post_quality[r, i] > post_quality[r, sel]):
+                        sel = i
+            selected[r] = sel
+            total_quality[r] = true_quality[r, sel]
+    return selected, n_run, order, total_cost, total_quality
