@@ -520,6 +520,8 @@ class Strategy:
         lam = float(lams[min(j, lams.shape[0] - 1)])
         sub = np.flatnonzero(keep)
         kk = sub.shape[0]
+        if kk == 0:
+            return -1, (), float("nan"), lam, 0.0
         be = _backend.active()
         q = np.ascontiguousarray(est.mean[0, sub])
         c = np.ascontiguousarray(cst[0, sub])
@@ -659,17 +661,23 @@ class Strategy:
                 name = self.models[plan[0]]
                 started = time.perf_counter()
                 value, error, timed_out = None, None, False
-                try:
-                    if pool is None:
+                if pool is None:
+                    try:
                         value = call_model(name, query)
-                    else:
-                        value = pool.submit(call_model, name, query).result(timeout=timeout)
-                except concurrent.futures.TimeoutError:
-                    timed_out = True
-                    pool.shutdown(wait=False, cancel_futures=True)  # a hung call keeps its thread
-                    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-                except Exception as exc:  # the user's model failed: record and re-plan
-                    error = exc
+                    except Exception as exc:  # the user's model failed: record and re-plan
+                        error = exc
+                else:
+                    future = pool.submit(call_model, name, query)
+                    try:
+                        value = future.result(timeout=timeout)
+                    except Exception as exc:
+                        if future.done():
+                            error = exc  # raised by the model itself
+                        else:
+                            timed_out = True
+                            # A hung call keeps its thread; later calls get a fresh one.
+                            pool.shutdown(wait=False, cancel_futures=True)
+                            pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
                 step, actual = self._record(idx, query, answers, value, error, timed_out, plan, started, failed, excluded)
                 trace.append(step)
                 total += actual
@@ -696,11 +704,15 @@ class Strategy:
             try:
                 result = call_model(name, query)
                 if inspect.isawaitable(result):
-                    value = await asyncio.wait_for(result, timeout)
+                    task = asyncio.ensure_future(result)
+                    done, _ = await asyncio.wait({task}, timeout=timeout)
+                    if task in done:
+                        value = task.result()
+                    else:
+                        timed_out = True
+                        task.cancel()
                 else:
                     value = result
-            except asyncio.TimeoutError:
-                timed_out = True
             except Exception as exc:  # the user's model failed: record and re-plan
                 error = exc
             step, actual = self._record(idx, query, answers, value, error, timed_out, plan, started, failed, excluded)
