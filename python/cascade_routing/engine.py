@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Iterable, Literal, NamedTuple, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -29,23 +29,32 @@ Prefer = Literal["cheapest", "expensive"]
 # --------------------------------------------------------------------------- validation
 
 
+_NUMERIC_KINDS = "fiub"
+
+
+def _all_finite(arr: NDArray[np.float64]) -> bool:
+    # A finite sum proves every element finite; only an overflowing sum needs the full check.
+    if math.isfinite(float(arr.sum())):
+        return True
+    return bool(np.isfinite(arr).all())
+
+
 def _float_array(value: Any, name: str, ndim: int | tuple[int, ...]) -> NDArray[np.float64]:
-    arr = np.asarray(value)
-    if arr.dtype == object or not (
-        np.issubdtype(arr.dtype, np.floating)
-        or np.issubdtype(arr.dtype, np.integer)
-        or arr.dtype == np.bool_
-    ):
-        raise TypeError(
-            f"{name} must be an array of real numbers, got dtype {arr.dtype}; "
-            "pass a float or integer numpy array"
-        )
+    if type(value) is np.ndarray and value.dtype == np.float64 and value.flags.c_contiguous:
+        out = value  # the common case: no conversion, no copy
+    else:
+        arr = np.asarray(value)
+        if arr.dtype.kind not in _NUMERIC_KINDS:
+            raise TypeError(
+                f"{name} must be an array of real numbers, got dtype {arr.dtype}; "
+                "pass a float or integer numpy array"
+            )
+        out = np.ascontiguousarray(arr, dtype=np.float64)
     dims = (ndim,) if isinstance(ndim, int) else ndim
-    if arr.ndim not in dims:
+    if out.ndim not in dims:
         want = " or ".join(f"{d}-D" for d in dims)
-        raise ValueError(f"{name} must be {want}, got shape {arr.shape}")
-    out = np.ascontiguousarray(arr, dtype=np.float64)
-    if not np.all(np.isfinite(out)):
+        raise ValueError(f"{name} must be {want}, got shape {out.shape}")
+    if not _all_finite(out):
         raise ValueError(f"{name} contains NaN or infinite values; pass finite numbers")
     return out
 
@@ -116,7 +125,7 @@ def _uncertainty(
     if var is not None:
         v = _float_array(var, "var", 1 + n_lead)
         _check_shape(v, lead + (k,), "var", "one variance per model")
-        if np.any(v < 0):
+        if v.size and v.min() < 0:
             raise ValueError("var must be non-negative")
         return 1, np.sqrt(v), np.zeros(lead + (0, 0))
     if cov is not None:
@@ -153,7 +162,7 @@ def standard_normals(k: int, n_samples: int = 128, seed: int = 0) -> NDArray[np.
 
 def _ran_mask(ran: Any, k: int) -> NDArray[np.uint8]:
     mask = np.zeros(k, dtype=np.uint8)
-    if ran is None:
+    if ran is None or (type(ran) is tuple and not ran):
         return mask
     arr = np.asarray(ran)
     if arr.dtype == np.bool_:
@@ -213,10 +222,12 @@ def _check_options(
 
 
 def _check_lam(lam: Any, n: int | None) -> NDArray[np.float64]:
+    if n is None and type(lam) in (float, int):
+        if not math.isfinite(lam) or lam < 0:
+            raise ValueError(f"lam must be finite and non-negative, got {lam}")
+        return np.array(float(lam))
     arr = np.asarray(lam)
-    if arr.dtype == object or not (
-        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
-    ) or arr.dtype == np.bool_:
+    if arr.dtype.kind not in "fiu":
         raise TypeError(f"lam must be a real number, got {type(lam).__name__}")
     if n is None:
         if arr.ndim != 0:
@@ -227,7 +238,7 @@ def _check_lam(lam: Any, n: int | None) -> NDArray[np.float64]:
         elif arr.shape != (n,):
             raise ValueError(f"lam must be a scalar or have shape ({n},), got {arr.shape}")
     out = np.array(arr, dtype=np.float64, order="C")
-    if not np.all(np.isfinite(out)) or np.any(out < 0):
+    if not _all_finite(out) or (out.size and out.min() < 0):
         raise ValueError("lam must be finite and non-negative")
     return out
 
@@ -277,8 +288,7 @@ def expected_max(
     return float(z.max(axis=1).sum() / z.shape[0])
 
 
-@dataclass(frozen=True)
-class SearchResult:
+class SearchResult(NamedTuple):
     """Outcome of one supermodel search.
 
     Attributes
@@ -374,7 +384,7 @@ def search_supermodel(
     _check_k(k)
     c = _float_array(cost, "cost", 1)
     _check_shape(c, (k,), "cost", "one cost per model")
-    if np.any(c < 0):
+    if c.min() < 0:
         raise ValueError("cost must be non-negative")
     lam_v = float(_check_lam(lam, None))
     ran_m = _ran_mask(ran, k)
@@ -403,7 +413,7 @@ def search_supermodel(
         prefer == "expensive",
         digits,
     )
-    members = tuple(int(i) for i in np.flatnonzero(np.asarray(mask)))
+    members = tuple(np.asarray(mask).nonzero()[0].tolist())
     return SearchResult(
         None if nm < 0 else int(nm), members, float(util), float(qual), float(cst), int(evaluated)
     )
