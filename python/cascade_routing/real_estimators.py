@@ -1,0 +1,259 @@
+"""Quality and cost estimators for the real datasets, as two-phase tables.
+
+Each function fits on the training rows of a :class:`~cascade_routing.datasets.Dataset` and
+returns a :class:`~cascade_routing.simulation.TwoPhaseTables` with estimates for **all** rows,
+so it plugs into :class:`~cascade_routing.estimators.TwoPhaseQuality` /
+:class:`~cascade_routing.estimators.TwoPhaseCost` with row indices as queries
+(``tables.quality_estimator()``, ``tables.cost_estimator()``). Only training rows' outcomes are
+used for fitting; test rows only contribute what an estimator may legitimately see (features
+before a model runs, the model's own confidence and cost after it ran).
+
+Uncertainty follows the paper's default (ALGORITHM.md §6), restricted to independent
+per-model variances: a not-run model's variance is the variance over training rows of
+(ex-ante − post-hoc estimate); a run model's is ``RUN_VARIANCE`` (1e-6). The ex-ante estimates
+are fitted on the same training rows, so this in-sample variance slightly understates the
+out-of-sample error.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from .datasets import Dataset
+from .estimators import RUN_VARIANCE
+from .simulation import TwoPhaseTables
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["confidence_estimates", "swebench_estimates"]
+
+
+def _train_rows(rows: ArrayLike, n: int) -> NDArray[np.int64]:
+    idx = np.asarray(rows)
+    if idx.dtype == np.bool_:
+        if idx.shape != (n,):
+            raise ValueError(f"a boolean train mask must have shape {(n,)}, got {idx.shape}")
+        idx = np.flatnonzero(idx)
+    if idx.ndim != 1 or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
+        raise TypeError("train_rows must be a 1-D array of integer row indices (or a mask)")
+    if idx.size < 2:
+        raise ValueError("train_rows must hold at least 2 rows")
+    if idx.min() < 0 or idx.max() >= n:
+        raise ValueError(f"train_rows out of range 0..{n - 1}")
+    if np.unique(idx).size != idx.size:
+        raise ValueError("train_rows must not repeat a row")
+    return idx.astype(np.int64)
+
+
+def _not_run_variance(ante: NDArray[np.float64], post: NDArray[np.float64], train: NDArray[np.int64]) -> NDArray[np.float64]:
+    diff = ante[train] - post[train]
+    var = np.var(diff, axis=0)  # per model, ddof=0 like the reference's std**2
+    return np.broadcast_to(var, ante.shape).copy()
+
+
+def _is_binary(y: NDArray[np.float64]) -> bool:
+    return bool(np.all((y == 0.0) | (y == 1.0)))
+
+
+def _logistic(
+    x: NDArray[np.float64], y: NDArray[np.float64], train: NDArray[np.int64], C: float, seed: int
+) -> NDArray[np.float64] | None:
+    """P(y = 1 | x) for every row from a logistic regression fitted on ``train``; ``None`` if
+    the train labels have a single class or are not 0/1 (the caller falls back to the mean)."""
+    from sklearn.linear_model import LogisticRegression
+
+    y_train = y[train]
+    if x.shape[1] == 0 or not _is_binary(y_train) or np.unique(y_train).size < 2:
+        return None
+    model = LogisticRegression(C=C, random_state=seed, max_iter=1000)
+    model.fit(x[train], y_train.astype(int))
+    return model.predict_proba(x)[:, 1]
+
+
+def _standardise(values: NDArray[np.float64], train: NDArray[np.int64]) -> NDArray[np.float64]:
+    mu = values[train].mean()
+    sd = values[train].std()
+    return (values - mu) / sd if sd > 0 else values - mu
+
+
+def _group_one_hot(dataset: Dataset, train: NDArray[np.int64]) -> list[NDArray[np.float64]]:
+    """One column per group seen in training (unseen groups: all zero); none for one group."""
+    if dataset.groups is None:
+        return []
+    levels = np.unique(dataset.groups[train])
+    if levels.size < 2:
+        return []
+    return [(dataset.groups == g).astype(np.float64) for g in levels]
+
+
+def _ex_ante_features(dataset: Dataset, train: NDArray[np.int64]) -> NDArray[np.float64]:
+    """Group one-hot + standardised log prompt length."""
+    columns = _group_one_hot(dataset, train)
+    if "prompt_chars" in dataset.features:
+        chars = np.asarray(dataset.features["prompt_chars"], dtype=np.float64)
+        if np.all(np.isfinite(chars)) and np.all(chars >= 0):
+            columns.append(_standardise(np.log1p(chars), train))
+    if not columns:
+        return np.zeros((dataset.n_queries, 0))
+    return np.column_stack(columns)
+
+
+def confidence_estimates(
+    dataset: Dataset,
+    train_rows: ArrayLike,
+    seed: int = 0,
+    *,
+    C: float = 1.0,
+    scale_cost_by_prompt_length: bool = True,
+) -> TwoPhaseTables:
+    """Estimates from raw confidences (``llm_cascades`` data), fitted on ``train_rows``.
+
+    * **post-hoc quality** of model ``j``: ``P(correct | raw confidence, ex-ante inputs)``
+      from a per-model logistic regression on the training rows. Inputs: the ex-ante inputs
+      below, the standardised raw confidence (one slope per group when there are several
+      groups, since a benchmark's confidence may be a different kind of score), and an
+      indicator "confidence is ``-inf``". A ``-inf`` confidence (no Y/N could be extracted)
+      is first replaced by the lowest finite training confidence of that model; the indicator
+      then lets the fit give those rows their own level. If no training row of the model has
+      ``-inf`` the indicator is left out, and a ``-inf`` at prediction time is treated as the
+      lowest training confidence.
+    * **ex-ante quality**: ``P(correct | group, log prompt length)`` from a per-model logistic
+      regression on what is known before any model runs: a one-hot of the query's group
+      (benchmark; only when the training rows have more than one) and the standardised
+      ``log(1 + prompt_chars)`` (when the dataset has that feature). Without any feature, or
+      when the training labels of a model are all equal, both estimates fall back to that
+      model's training accuracy.
+    * **variances**: not-run = variance over training rows of (ex-ante − post-hoc), per model;
+      run = ``RUN_VARIANCE``.
+    * **costs**: post-hoc = the observed cost. Ex-ante = the model's training cost per prompt
+      character times the query's ``prompt_chars`` (computed per group when the group occurs
+      in training), when ``scale_cost_by_prompt_length`` and the feature exists; else the
+      model's mean training cost.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        Must have ``confidence``.
+    train_rows : array_like of int (or a boolean mask)
+        Rows whose outcomes may be used for fitting.
+    seed : int
+        ``random_state`` of the logistic regressions (the default solver is deterministic).
+    C : float
+        Inverse L2 regularisation strength of the logistic regressions.
+    scale_cost_by_prompt_length : bool
+        Use the prompt-length cost model described above when possible.
+    """
+    if dataset.confidence is None:
+        raise ValueError(
+            f"dataset {dataset.name!r} has no confidences; confidence_estimates needs the "
+            "llm_cascades data (load_llm_cascades)"
+        )
+    n, k = dataset.n_queries, dataset.n_models
+    train = _train_rows(train_rows, n)
+    quality = dataset.quality
+    post = np.empty((n, k))
+    ante = np.empty((n, k))
+    x_ante = _ex_ante_features(dataset, train)
+    one_hot = _group_one_hot(dataset, train)
+    for j in range(k):
+        y = quality[:, j]
+        fallback = float(y[train].mean())
+        conf = dataset.confidence[:, j]
+        finite = np.isfinite(conf)
+        train_finite = conf[train][finite[train]]
+        if train_finite.size:
+            fill = float(train_finite.min())
+        elif finite.any():
+            fill = float(conf[finite].min())
+        else:
+            fill = 0.0
+        value = _standardise(np.where(finite, conf, fill), train)
+        # A confidence means different things on different benchmarks (answer-token log-prob
+        # vs. a Y/N self-assessment): one slope per group, on top of the ex-ante inputs.
+        cols = [x_ante[:, c] for c in range(x_ante.shape[1])]
+        cols += [value * g for g in one_hot] if one_hot else [value]
+        if (~finite[train]).any():
+            cols.append((~finite).astype(np.float64))
+        p_post = _logistic(np.column_stack(cols), y, train, C, seed)
+        post[:, j] = fallback if p_post is None else p_post
+        p_ante = _logistic(x_ante, y, train, C, seed)
+        ante[:, j] = fallback if p_ante is None else p_ante
+        if p_post is None or p_ante is None:
+            logger.info("confidence_estimates: model %r falls back to its train accuracy",
+                        dataset.models[j])
+    ante_var = _not_run_variance(ante, post, train)
+    post_var = np.full((n, k), RUN_VARIANCE)
+    ante_cost = _ex_ante_cost(dataset, train, scale_cost_by_prompt_length)
+    return TwoPhaseTables(ante, post, ante_var, post_var, ante_cost, dataset.cost.copy())
+
+
+def _ex_ante_cost(dataset: Dataset, train: NDArray[np.int64], by_length: bool) -> NDArray[np.float64]:
+    n, k = dataset.n_queries, dataset.n_models
+    mean_cost = dataset.cost[train].mean(axis=0)
+    chars: Any = dataset.features.get("prompt_chars")
+    if not by_length or chars is None:
+        return np.broadcast_to(mean_cost, (n, k)).copy()
+    chars = np.asarray(chars, dtype=np.float64)
+    if not (np.all(np.isfinite(chars)) and np.all(chars >= 0)) or chars[train].sum() <= 0:
+        return np.broadcast_to(mean_cost, (n, k)).copy()
+    # Ratio estimator: cost ≈ (Σ_train cost / Σ_train chars) × chars, per model (and per group
+    # when the group was seen in training), so it is never negative.
+    rate = dataset.cost[train].sum(axis=0) / chars[train].sum()
+    out = chars[:, None] * rate[None, :]
+    if dataset.groups is not None:
+        for g in np.unique(dataset.groups[train]):
+            in_train = train[dataset.groups[train] == g]
+            total = chars[in_train].sum()
+            if total > 0:
+                rows = dataset.groups == g
+                out[rows] = chars[rows, None] * (dataset.cost[in_train].sum(axis=0) / total)[None, :]
+    return out
+
+
+def swebench_estimates(
+    dataset: Dataset,
+    train_rows: ArrayLike,
+    seed: int = 0,
+    *,
+    prior_strength: float = 5.0,
+) -> TwoPhaseTables:
+    """Estimates for SWE-bench agents, fitted on ``train_rows``.
+
+    * **ex-ante quality** of model ``j`` on a query from repository ``g``: its training resolve
+      rate in ``g``, smoothed toward its overall training rate ``p_j`` (a beta-binomial /
+      additive prior of ``prior_strength`` pseudo-instances)::
+
+          (resolved_j,g + prior_strength * p_j) / (n_g + prior_strength)
+
+      A repository absent from training gets ``p_j``. Without ``groups``, ``p_j`` everywhere.
+    * **post-hoc quality**: the observed resolved flag — once an agent has run, its patch's
+      tests tell whether it resolved the issue, as in the paper.
+    * **variances**: not-run = variance over training rows of (ex-ante − post-hoc), per model;
+      run = ``RUN_VARIANCE``.
+    * **costs**: ex-ante = the model's mean training cost; post-hoc = the observed cost.
+
+    ``seed`` is accepted for a uniform signature; nothing here is random.
+    """
+    del seed
+    if not np.isfinite(prior_strength) or prior_strength < 0:
+        raise ValueError(f"prior_strength must be finite and >= 0, got {prior_strength}")
+    n, k = dataset.n_queries, dataset.n_models
+    train = _train_rows(train_rows, n)
+    y = dataset.quality
+    overall = y[train].mean(axis=0)
+    ante = np.broadcast_to(overall, (n, k)).copy()
+    if dataset.groups is not None:
+        groups_train = dataset.groups[train]
+        for g in np.unique(groups_train):
+            in_train = train[groups_train == g]
+            rate = (y[in_train].sum(axis=0) + prior_strength * overall) / (in_train.size + prior_strength)
+            ante[dataset.groups == g] = rate
+    post = y.copy()
+    ante_var = _not_run_variance(ante, post, train)
+    post_var = np.full((n, k), RUN_VARIANCE)
+    ante_cost = np.broadcast_to(dataset.cost[train].mean(axis=0), (n, k)).copy()
+    return TwoPhaseTables(ante, post, ante_var, post_var, ante_cost, dataset.cost.copy())
