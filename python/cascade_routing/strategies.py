@@ -912,17 +912,18 @@ class Strategy:
 
     def _fit_scale(self, evaluate: Callable[[NDArray[np.float64], bool], ReplayResult], shape: NDArray[np.float64], budget: float, iters: int) -> tuple[NDArray[np.float64], NDArray[np.float64], float, str, ReplayResult, ReplayResult]:
         """Scale ``s`` with ``λ = s · shape``: the smallest that meets the budget, then γ."""
+        budget_tol = _with_tolerance(budget)
         lo_s, hi_s = self._scale_range(shape)
         dearest = evaluate(lo_s * shape, True)
-        if dearest.mean_cost <= budget:
-            status = FIT_OK if dearest.mean_cost >= budget - 1e-15 else FIT_ABOVE_DEAREST
+        if dearest.mean_cost <= budget_tol:
+            status = FIT_OK if dearest.mean_cost >= 2 * budget - budget_tol else FIT_ABOVE_DEAREST
             if status == FIT_ABOVE_DEAREST:
                 return lo_s * shape, lo_s * shape, 1.0, status, dearest, dearest
         hi = self._initial_scale(shape, lo_s)
         res_hi = evaluate(hi * shape, False)
         lo = lo_s
         grow = 0
-        while res_hi.mean_cost > budget:
+        while res_hi.mean_cost > budget_tol:
             if hi >= hi_s or grow > 60:
                 # Even the cheapest policy overspends.
                 return hi * shape, hi * shape, 0.0, FIT_BELOW_CHEAPEST, res_hi, res_hi
@@ -934,7 +935,7 @@ class Strategy:
             if mid <= lo or mid >= hi:
                 break
             res = evaluate(mid * shape, False)
-            if res.mean_cost <= budget:
+            if res.mean_cost <= budget_tol:
                 hi, res_hi = mid, res
             else:
                 lo = mid
@@ -954,10 +955,11 @@ class Strategy:
         k = len(self.models)
         steps = self._n_steps(k)
         base = max(float(lam[0]), 1e-12)
+        budget_tol = _with_tolerance(budget)
 
         def score(logs: NDArray[np.float64]) -> float:
             res = evaluate(base * np.exp(logs), False)
-            if res.mean_cost <= budget:
+            if res.mean_cost <= budget_tol:
                 return res.mean_quality
             return res.mean_quality - 1e3 * (res.mean_cost - budget) / max(budget, 1e-300) - 1.0
 
@@ -1030,6 +1032,12 @@ class Strategy:
         the estimators). Called on a subclass, the file must hold that strategy.
         """
         return load_policy(path, quality_estimator, cost_estimator, models=models, expected=None if cls is Strategy else cls)
+
+
+def _with_tolerance(budget: float) -> float:
+    """The budget plus the rounding error of a mean over queries (a cost equal to the budget
+    but summed in another order must count as meeting it)."""
+    return budget + 1e-12 * max(abs(budget), 1e-300)
 
 
 def _mixture(gamma: float, cheap: ReplayResult, exp: ReplayResult) -> tuple[float, float]:
@@ -1150,17 +1158,18 @@ class ThresholdCascade(Strategy):
 
     def _fit_scale(self, evaluate: Callable[[NDArray[np.float64], bool], ReplayResult], shape: NDArray[np.float64], budget: float, iters: int) -> tuple[NDArray[np.float64], NDArray[np.float64], float, str, ReplayResult, ReplayResult]:
         # Thresholds are additive, not multiplicative: bisect λ itself on its finite range.
+        budget_tol = _with_tolerance(budget)
         lo, hi = self._scale_range(shape)
         dearest = evaluate(np.array([lo]), True)
-        if dearest.mean_cost <= budget:
-            return np.array([lo]), np.array([lo]), 1.0, FIT_ABOVE_DEAREST if dearest.mean_cost < budget - 1e-15 else FIT_OK, dearest, dearest
+        if dearest.mean_cost <= budget_tol:
+            return np.array([lo]), np.array([lo]), 1.0, FIT_ABOVE_DEAREST if dearest.mean_cost < 2 * budget - budget_tol else FIT_OK, dearest, dearest
         res_hi = evaluate(np.array([hi]), False)
-        if res_hi.mean_cost > budget:
+        if res_hi.mean_cost > budget_tol:
             return np.array([hi]), np.array([hi]), 0.0, FIT_BELOW_CHEAPEST, res_hi, res_hi
         for _ in range(max(iters, 40)):
             mid = 0.5 * (lo + hi)
             res = evaluate(np.array([mid]), False)
-            if res.mean_cost <= budget:
+            if res.mean_cost <= budget_tol:
                 hi, res_hi = mid, res
             else:
                 lo = mid
