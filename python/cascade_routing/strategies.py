@@ -214,11 +214,23 @@ class _CompiledReplayer(_Replayer):
         return _to_given_order(s.order_, np.asarray(sel), np.asarray(n_run), np.asarray(order), np.asarray(cst), np.asarray(qual))
 
 
+class _RunSetEstimates:
+    """Estimates of one run-set, filled in row by row as queries reach it."""
+
+    def __init__(self, n: int, k: int) -> None:
+        self.have = np.zeros(n, dtype=bool)
+        self.mean = np.zeros((n, k))
+        self.cost = np.zeros((n, k))
+        self.var: NDArray[np.float64] | None = None
+        self.cov: NDArray[np.float64] | None = None
+
+
 class _CachedReplayer(_Replayer):
     """Any estimators: step-synchronous replay with batched search.
 
-    Estimates depend on the run-set, not on λ, so each run-set's estimates for all training
-    queries are computed with one estimator call and cached across every λ tried.
+    Estimates depend on the run-set, not on λ, so they are cached per (run-set, query) across
+    every λ tried; each step calls the estimators once per run-set, for the queries that reach
+    it and have no estimate yet.
     """
 
     def __init__(self, strategy: "Strategy", queries: Sequence[Any], answers: Sequence[Sequence[Any]], quality: NDArray[np.float64], cost: NDArray[np.float64], n_threads: int) -> None:
@@ -228,18 +240,31 @@ class _CachedReplayer(_Replayer):
         self.true_q = np.ascontiguousarray(quality[:, strategy.order_])
         self.true_c = np.ascontiguousarray(cost[:, strategy.order_])
         self.n_threads = n_threads
-        self._cache: dict[bytes, tuple[NDArray[np.float64], NDArray[np.float64] | None, NDArray[np.float64] | None, NDArray[np.float64]]] = {}
+        self._cache: dict[bytes, _RunSetEstimates] = {}
 
-    def _estimates(self, ran_internal: NDArray[np.bool_]) -> tuple[NDArray[np.float64], NDArray[np.float64] | None, NDArray[np.float64] | None, NDArray[np.float64]]:
-        key = ran_internal.tobytes()
-        if key not in self._cache:
+    def _estimates(self, ran_internal: NDArray[np.bool_], rows: NDArray[np.int64]) -> _RunSetEstimates:
+        """The cache entry of a run-set, with estimates for at least ``rows``."""
+        n, k = self.true_q.shape
+        entry = self._cache.setdefault(ran_internal.tobytes(), _RunSetEstimates(n, k))
+        missing = rows[~entry.have[rows]]
+        if missing.size:
             s = self.strategy
             ran_given = np.zeros_like(ran_internal)
             ran_given[s.order_] = ran_internal
-            partial = [[a if ran_given[j] else None for j, a in enumerate(row)] for row in self.answers]
-            est, cst = s._estimate(self.queries, partial)
-            self._cache[key] = est.mean, est.var, est.cov, cst
-        return self._cache[key]
+            partial = [[a if ran_given[j] else None for j, a in enumerate(self.answers[r])] for r in missing]
+            est, cst = s._estimate([self.queries[r] for r in missing], partial)
+            entry.mean[missing] = est.mean
+            entry.cost[missing] = cst
+            if est.var is not None:
+                if entry.var is None:
+                    entry.var = np.zeros((n, k))
+                entry.var[missing] = est.var
+            if est.cov is not None:
+                if entry.cov is None:
+                    entry.cov = np.zeros((n, k, k))
+                entry.cov[missing] = est.cov
+            entry.have[missing] = True
+        return entry
 
     def replay(self, lambdas: NDArray[np.float64], prefer_expensive: bool) -> ReplayResult:
         s = self.strategy
@@ -261,19 +286,19 @@ class _CachedReplayer(_Replayer):
             groups: dict[bytes, list[int]] = {}
             for pos, r in enumerate(idx):
                 groups.setdefault(ran[r].tobytes(), []).append(pos)
-            for key, positions in groups.items():
-                m, v, c, cs = self._estimates(ran[idx[positions[0]]].copy())
+            for positions in groups.values():
                 rows = idx[positions]
-                mean[positions] = m[rows]
-                cst[positions] = cs[rows]
-                if v is not None:
+                entry = self._estimates(ran[rows[0]].copy(), rows)
+                mean[positions] = entry.mean[rows]
+                cst[positions] = entry.cost[rows]
+                if entry.var is not None:
                     if var is None:
                         var = np.empty((idx.size, k))
-                    var[positions] = v[rows]
-                if c is not None:
+                    var[positions] = entry.var[rows]
+                if entry.cov is not None:
                     if cov is None:
                         cov = np.empty((idx.size, k, k))
-                    cov[positions] = c[rows]
+                    cov[positions] = entry.cov[rows]
             lam_steps = _expand(lambdas, k)
             if is_threshold:
                 if j == 0:
@@ -297,8 +322,8 @@ class _CachedReplayer(_Replayer):
         for r in range(n):
             final.setdefault(ran[r].tobytes(), []).append(r)
         for rows_list in final.values():
-            m = self._estimates(ran[rows_list[0]].copy())[0]
-            post_q[rows_list] = m[rows_list]
+            rows = np.asarray(rows_list, dtype=np.int64)
+            post_q[rows] = self._estimates(ran[rows[0]].copy(), rows).mean[rows]
         selected = np.full(n, -1, dtype=np.int64)
         quality = np.zeros(n)
         for r in range(n):
@@ -1144,7 +1169,7 @@ class ThresholdCascade(Strategy):
             post = rep.post_q
         else:
             assert isinstance(rep, _CachedReplayer)
-            post = rep._estimates(np.ones(len(self.models), dtype=bool))[0]
+            post = rep._estimates(np.ones(len(self.models), dtype=bool), np.arange(len(rep.queries))).mean
         self._post_range = (float(post.min()), float(post.max()))
         return rep
 
