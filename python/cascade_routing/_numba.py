@@ -29,6 +29,12 @@ def _rebind(fn):  # type: ignore[no-untyped-def]
     return types.FunctionType(fn.__code__, _ns, fn.__name__, fn.__defaults__, fn.__closure__)
 
 
+# NumPy's pairwise summation order, as the reference (a.sum()) and the C++ core use it; the
+# function recurses, so its global name must resolve to the compiled version.
+numpy_sum = _jit(_rebind(ref.numpy_sum))
+_ns["numpy_sum"] = numpy_sum
+_ns["_row_sum"] = numpy_sum
+
 search = _jit(_rebind(ref.search_kernel))
 _ns["search_kernel"] = search
 _search_batch = _jit(_rebind(ref.search_batch_kernel))

@@ -32,8 +32,8 @@ PRUNE_SLACK = 1e-9
 def cholesky_psd(cov):
     """Lower Cholesky factor of a positive semi-definite matrix.
 
-    A pivot that is not positive (a zero or numerically negative eigen-direction) gets a zero
-    column, so semi-definite matrices (e.g. a model whose estimate is exact) are handled without
+    A pivot that is not positive (a zero or numerically negative eigen-direction, or below
+    1e-12 of that model's variance) gets a zero column, so semi-definite matrices (e.g. a model whose estimate is exact) are handled without
     jitter. The loop order is fixed so that every backend computes the same bits.
     """
     k = cov.shape[0]
@@ -42,7 +42,9 @@ def cholesky_psd(cov):
         d = cov[j, j]
         for p in range(j):
             d -= lower[j, p] * lower[j, p]
-        if d <= 1e-300:
+        # Relative to the pivot's own variance: an exact duplicate of an earlier model leaves
+        # only rounding noise here, which must not become a spurious independent direction.
+        if d <= 1e-12 * cov[j, j] or d <= 1e-300:
             continue
         ljj = np.sqrt(d)
         lower[j, j] = ljj
@@ -70,6 +72,47 @@ def transform_samples(quality, mode, sd, chol, normals):
                 col += normals[:, j] * chol[i, j]
         z[:, i] = col
     return z
+
+
+def numpy_sum(a):
+    """Sum of a 1-D array in NumPy's pairwise order, spelled out.
+
+    ``a.sum()`` is what the reference uses; compiled backends use this function (the C++
+    core implements the same order) so that every backend computes the same bits.
+    """
+    n = a.shape[0]
+    if n < 8:
+        res = 0.0
+        for i in range(n):
+            res += a[i]
+        return res
+    if n <= 128:
+        r0, r1, r2, r3 = a[0], a[1], a[2], a[3]
+        r4, r5, r6, r7 = a[4], a[5], a[6], a[7]
+        end = n - n % 8
+        i = 8
+        while i < end:
+            r0 += a[i]
+            r1 += a[i + 1]
+            r2 += a[i + 2]
+            r3 += a[i + 3]
+            r4 += a[i + 4]
+            r5 += a[i + 5]
+            r6 += a[i + 6]
+            r7 += a[i + 7]
+            i += 8
+        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+        while i < n:
+            res += a[i]
+            i += 1
+        return res
+    n2 = n // 2
+    n2 -= n2 % 8
+    return numpy_sum(a[:n2]) + numpy_sum(a[n2:])
+
+
+def _row_sum(a):
+    return a.sum()
 
 
 def _round_key(value, scale):
@@ -148,7 +191,7 @@ def search_kernel(
             elif quality[i] > q_root:
                 q_root = quality[i]
     if sampled and n_ran > 0:
-        q_root = rowmax[0].sum() / ns
+        q_root = _row_sum(rowmax[0]) / ns
     qual[0] = q_root
     cst[0] = cost_root
 
@@ -180,7 +223,7 @@ def search_kernel(
             if sampled:
                 # Incremental row maxima: the child's follow from its parent's.
                 rowmax[depth + 1] = np.maximum(rowmax[depth], z[:, m])
-                qc = rowmax[depth + 1].sum() / ns
+                qc = _row_sum(rowmax[depth + 1]) / ns
             else:
                 qc = qual[depth]
                 if quality[m] > qc:
@@ -221,7 +264,7 @@ def search_kernel(
             if sampled:
                 # Incremental row maxima: the child's follow from its parent's.
                 rowmax[depth + 1] = np.maximum(rowmax[depth], z[:, m])
-                qc = rowmax[depth + 1].sum() / ns
+                qc = _row_sum(rowmax[depth + 1]) / ns
             else:
                 qc = qual[depth]
                 if quality[m] > qc:

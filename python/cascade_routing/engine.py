@@ -39,23 +39,38 @@ def _all_finite(arr: NDArray[np.float64]) -> bool:
     return bool(np.isfinite(arr).all())
 
 
+#: Largest magnitude accepted for qualities, costs, variances and ``lam``: far beyond any real
+#: value, and small enough that no sum or product in the search overflows on any backend.
+MAX_MAGNITUDE = 1e100
+
+
 def _float_array(value: Any, name: str, ndim: int | tuple[int, ...]) -> NDArray[np.float64]:
+    dims = (ndim,) if isinstance(ndim, int) else ndim
     if type(value) is np.ndarray and value.dtype == np.float64 and value.flags.c_contiguous:
         out = value  # the common case: no conversion, no copy
     else:
-        arr = np.asarray(value)
+        try:
+            arr = np.asarray(value)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(
+                f"{name} must be a rectangular array of real numbers ({exc})"
+            ) from None
         if arr.dtype.kind not in _NUMERIC_KINDS:
             raise TypeError(
                 f"{name} must be an array of real numbers, got dtype {arr.dtype}; "
                 "pass a float or integer numpy array"
             )
+        if arr.ndim not in dims:
+            want = " or ".join(f"{d}-D" for d in dims)
+            raise ValueError(f"{name} must be {want}, got shape {arr.shape}")
         out = np.ascontiguousarray(arr, dtype=np.float64)
-    dims = (ndim,) if isinstance(ndim, int) else ndim
     if out.ndim not in dims:
         want = " or ".join(f"{d}-D" for d in dims)
         raise ValueError(f"{name} must be {want}, got shape {out.shape}")
     if not _all_finite(out):
         raise ValueError(f"{name} contains NaN or infinite values; pass finite numbers")
+    if out.size and max(out.max(), -out.min()) > MAX_MAGNITUDE:
+        raise ValueError(f"{name} has values beyond +-{MAX_MAGNITUDE:g}; rescale them")
     return out
 
 
@@ -64,12 +79,12 @@ def _check_shape(arr: NDArray[Any], shape: tuple[int, ...], name: str, hint: str
         raise ValueError(f"{name} must have shape {shape} ({hint}), got {arr.shape}")
 
 
-def _check_k(k: int) -> None:
+def _check_k(k: int, name: str = "quality") -> None:
     if k < 1:
-        raise ValueError("quality must contain at least one model")
+        raise ValueError(f"{name} must contain at least one model")
     if k > MAX_MODELS:
         raise ValueError(
-            f"at most {MAX_MODELS} models are supported, got {k}; split the pool"
+            f"{name} has {k} models; at most {MAX_MODELS} are supported: split the pool"
         )
 
 
@@ -200,7 +215,7 @@ def _check_options(
     max_depth: Any,
     prefer: Any,
     rounding_digits: Any,
-    lam_name: str = "lam",
+    single: bool = False,
 ) -> tuple[int, int]:
     if max_depth is None:
         depth = k
@@ -218,15 +233,22 @@ def _check_options(
         digits = _check_int(rounding_digits, "rounding_digits", 0, 15)
     if isinstance(prefer, str) and prefer not in ("cheapest", "expensive"):
         raise ValueError(f"prefer must be 'cheapest' or 'expensive', got {prefer!r}")
+    if single and not isinstance(prefer, str):
+        raise ValueError(f"prefer must be 'cheapest' or 'expensive', got {prefer!r}")
     return depth, digits
 
 
 def _check_lam(lam: Any, n: int | None) -> NDArray[np.float64]:
-    if n is None and type(lam) in (float, int):
-        if not math.isfinite(lam) or lam < 0:
-            raise ValueError(f"lam must be finite and non-negative, got {lam}")
-        return np.array(float(lam))
-    arr = np.asarray(lam)
+    if n is None and type(lam) is float:
+        if not 0.0 <= lam <= MAX_MAGNITUDE:
+            raise ValueError(f"lam must be finite, non-negative and at most {MAX_MAGNITUDE:g}, got {lam}")
+        return np.array(lam)
+    if isinstance(lam, (int, np.integer)) and not isinstance(lam, bool) and abs(int(lam)) > MAX_MAGNITUDE:
+        raise ValueError(f"lam must be at most {MAX_MAGNITUDE:g}, got {lam}")
+    try:
+        arr = np.asarray(lam)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"lam must be a number or a 1-D array of numbers ({exc})") from None
     if arr.dtype.kind not in "fiu":
         raise TypeError(f"lam must be a real number, got {type(lam).__name__}")
     if n is None:
@@ -238,8 +260,8 @@ def _check_lam(lam: Any, n: int | None) -> NDArray[np.float64]:
         elif arr.shape != (n,):
             raise ValueError(f"lam must be a scalar or have shape ({n},), got {arr.shape}")
     out = np.array(arr, dtype=np.float64, order="C")
-    if not _all_finite(out) or (out.size and out.min() < 0):
-        raise ValueError("lam must be finite and non-negative")
+    if not _all_finite(out) or (out.size and (out.min() < 0 or out.max() > MAX_MAGNITUDE)):
+        raise ValueError(f"lam must be finite, non-negative and at most {MAX_MAGNITUDE:g}")
     return out
 
 
@@ -272,12 +294,14 @@ def expected_max(
 
     Notes
     -----
-    Quasi-Monte Carlo with the same fixed samples the search uses. With 128 samples the error
-    is below ``0.02 * max(sd)`` on the tested cases, with 4096 below ``0.002 * max(sd)``.
+    Quasi-Monte Carlo with the same fixed samples the search uses. For up to 11 models the
+    error is below ``0.06 * max(sd)`` with 128 samples and below ``0.006 * max(sd)`` with 4096
+    (measured worst cases 0.047 and 0.004, for many identical independent models; 2-3 models
+    stay below 0.02 and 0.0005).
     """
     q = _float_array(mean, "mean", 1)
     k = q.shape[0]
-    _check_k(k)
+    _check_k(k, "mean")
     mode, sd, chol = _uncertainty(var, cov, (), k)
     if mode == 0:
         return float(q.max())
@@ -388,7 +412,7 @@ def search_supermodel(
         raise ValueError("cost must be non-negative")
     lam_v = float(_check_lam(lam, None))
     ran_m = _ran_mask(ran, k)
-    depth, digits = _check_options(k, int(ran_m.sum()), max_depth, prefer, rounding_digits)
+    depth, digits = _check_options(k, int(ran_m.sum()), max_depth, prefer, rounding_digits, single=True)
     if prefixes_only:
         _check_prefix(ran_m)
     mode, sd, chol = _uncertainty(var, cov, (), k)
