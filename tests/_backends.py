@@ -1,0 +1,34 @@
+"""Activating a backend in a test, or skipping (failing in CI) when it cannot be imported."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import cascade_routing as cr
+import pytest
+
+BACKENDS = ("cpp", "numba", "numpy")
+#: Backends compared against the NumPy reference (comparing numpy with itself cannot fail).
+FAST_BACKENDS = ("cpp", "numba")
+REQUIRE_ALL = "CASCADE_ROUTING_REQUIRE_ALL_BACKENDS"
+
+
+def require_backend(name: str) -> None:
+    """Skip (or, when all backends are required, fail) if backend ``name`` does not import."""
+    try:
+        cr._backend.get(name)
+    except ImportError as exc:
+        reason = f"backend {name!r} is not available: {exc}"
+        if os.environ.get(REQUIRE_ALL) == "1":
+            pytest.fail(f"{reason} ({REQUIRE_ALL}=1)", pytrace=False)
+        hint = "build the C++ extension" if name == "cpp" else "pip install numba"
+        pytest.skip(f"{reason}; {hint}")
+
+
+def activate_backend(name: str) -> Iterator[str]:
+    """Generator for fixtures: make ``name`` the active backend for one test."""
+    require_backend(name)
+    with cr.use_backend(name):
+        assert cr.backend() == name
+        yield name
