@@ -9,6 +9,26 @@ from __future__ import annotations
 
 from ._backend import available as available_backends
 from ._backend import backend, set_backend, use_backend
+from .estimators import (
+    ConstantCost,
+    DefaultUncertainty,
+    QualityEstimate,
+    TableCost,
+    TwoPhaseCost,
+    TwoPhaseQuality,
+)
+from .strategies import (
+    AllModelsFailedError,
+    Cascade,
+    CascadeRouter,
+    ReplayResult,
+    Router,
+    RunResult,
+    Step,
+    Strategy,
+    ThresholdCascade,
+    load_policy,
+)
 from .engine import (
     MAX_MODELS,
     BatchSearchResult,
@@ -23,8 +43,24 @@ __version__ = "0.1.0"
 
 __all__ = [
     "MAX_MODELS",
+    "AllModelsFailedError",
     "BatchSearchResult",
+    "Cascade",
+    "CascadeRouter",
+    "ConstantCost",
+    "DefaultUncertainty",
+    "QualityEstimate",
+    "ReplayResult",
+    "Router",
+    "RunResult",
     "SearchResult",
+    "Step",
+    "Strategy",
+    "TableCost",
+    "ThresholdCascade",
+    "TwoPhaseCost",
+    "TwoPhaseQuality",
+    "load_policy",
     "__version__",
     "available_backends",
     "backend",
@@ -35,3 +71,14 @@ __all__ = [
     "standard_normals",
     "use_backend",
 ]
+
+# Data, metrics and evaluation pull in pandas, scikit-learn and matplotlib: load on first use.
+_LAZY_MODULES = ("datasets", "evaluation", "metrics", "real_estimators", "simulation")
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY_MODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

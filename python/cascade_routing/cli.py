@@ -94,9 +94,9 @@ def prepare(dataset: str, *, pool: str | None, noise: str, seed: int, test_size:
     except (FileNotFoundError, KeyError, ValueError) as exc:
         raise CliError(str(exc)) from exc
     if data.name.startswith("routerbench") and data.n_models == len(simulation.ROUTERBENCH_MODELS):
-        chosen = _pool(pool, data) or list(simulation.PAPER_POOLS[5])
-        run = simulation.routerbench_run(data, chosen, noise, seed=seed)
-        desc = f"{data.name}, {len(chosen)} models, simulated estimators ({noise} noise), paper split"
+        paper_pool = _pool(pool, data) or list(simulation.PAPER_POOLS[5])
+        run = simulation.routerbench_run(data, paper_pool, noise, seed=seed)
+        desc = f"{data.name}, {len(paper_pool)} models, simulated estimators ({noise} noise), paper split"
         return run.dataset, run.estimates, run.train_rows, run.test_rows, desc
     chosen = _pool(pool, data)
     if data.confidence is not None and "source_split" in data.features:
@@ -194,10 +194,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             columns.append(col)
             t0 = time.perf_counter()
             run = simulation.routerbench_run(data, simulation.PAPER_POOLS[size], noise, seed=args.seed)
+            tables = simulation.with_reference_variance_quirk(run.estimates) if args.reference_variance_quirk else run.estimates
             progress, close = _progress(progress_on, col)
             try:
                 results[col] = evaluate(
-                    run.dataset, run.estimates, run.train_rows, run.test_rows,
+                    run.dataset, tables, run.train_rows, run.test_rows,
                     max_depth=5, lambdas="constant", n_boot=args.bootstrap, seed=args.seed,
                     n_threads=args.threads, progress=progress, name=col,
                 )
@@ -205,6 +206,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
                 close()
             parts = ", ".join(f"{STRATEGY_LABELS[k]} {c.fit_seconds + c.replay_seconds:.1f}s" for k, c in results[col].curves.items())
             print(f"{col}: {time.perf_counter() - t0:.1f} s ({parts})", file=sys.stderr)
+    if args.reference_variance_quirk:
+        print("(with the reference implementation's variance-for-standard-deviation quirk)")
     print(_reproduce_table(results, columns))
     print(
         "\nNote: the data differ from the paper's. This is a 3,150-query subset of RouterBench "
@@ -261,6 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--pools", default="3,5,11")
     rp.add_argument("--noise", default="low,medium,high")
     rp.add_argument("--json", help="write every point of every configuration here")
+    rp.add_argument(
+        "--reference-variance-quirk", action="store_true",
+        help="use the variance where the reference code (wrongly) uses it instead of the standard deviation, to match its numbers",
+    )
     progress_flags(rp)
     rp.set_defaults(func=cmd_reproduce, bootstrap=200)
 

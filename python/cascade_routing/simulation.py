@@ -232,6 +232,20 @@ class TwoPhaseTables:
         return ConstantCost(table.mean(axis=0))
 
 
+def with_reference_variance_quirk(tables: TwoPhaseTables) -> TwoPhaseTables:
+    """The same tables as the reference implementation uses them, for number matching only.
+
+    For independent estimates the reference multiplies its normal samples by the
+    **variance** instead of the standard deviation (ALGORITHM.md §5), which understates
+    the uncertainty. Squaring the variances here makes this package's (correct) use of the
+    standard deviation reproduce that behaviour.
+    """
+    return TwoPhaseTables(
+        tables.ante_quality, tables.post_quality, tables.ante_var**2, tables.post_var**2,
+        tables.ante_cost, tables.post_cost,
+    )
+
+
 #: The simulated estimates are plain two-phase tables.
 SimulatedEstimates = TwoPhaseTables
 

@@ -17,7 +17,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Awaitable, Callable, Sequence, Union
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -34,6 +34,9 @@ from .estimators import (
 )
 
 log = logging.getLogger(__name__)
+
+#: Queries: any sequence, or a NumPy array (row indices for table-backed estimators).
+Queries = Union[Sequence[Any], NDArray[Any]]
 
 SCHEMA_VERSION = 1
 POLICY_FORMAT = "cascade-routing-policy"
@@ -233,7 +236,7 @@ class _CachedReplayer(_Replayer):
     it and have no estimate yet.
     """
 
-    def __init__(self, strategy: "Strategy", queries: Sequence[Any], answers: Sequence[Sequence[Any]], quality: NDArray[np.float64], cost: NDArray[np.float64], n_threads: int) -> None:
+    def __init__(self, strategy: "Strategy", queries: Queries, answers: Sequence[Sequence[Any]], quality: NDArray[np.float64], cost: NDArray[np.float64], n_threads: int) -> None:
         self.strategy = strategy
         self.queries = list(queries)
         self.answers = [list(row) for row in answers]
@@ -284,8 +287,8 @@ class _CachedReplayer(_Replayer):
             cst = np.empty((idx.size, k))
             var = cov = None
             groups: dict[bytes, list[int]] = {}
-            for pos, r in enumerate(idx):
-                groups.setdefault(ran[r].tobytes(), []).append(pos)
+            for pos, row in enumerate(idx):
+                groups.setdefault(ran[row].tobytes(), []).append(pos)
             for positions in groups.values():
                 rows = idx[positions]
                 entry = self._estimates(ran[rows[0]].copy(), rows)
@@ -319,8 +322,8 @@ class _CachedReplayer(_Replayer):
             total_cost[go] += self.true_c[go, chosen]
         # Post-hoc estimates given each query's final run-set, for the selection.
         final: dict[bytes, list[int]] = {}
-        for r in range(n):
-            final.setdefault(ran[r].tobytes(), []).append(r)
+        for q_row in range(n):
+            final.setdefault(ran[q_row].tobytes(), []).append(q_row)
         for rows_list in final.values():
             rows = np.asarray(rows_list, dtype=np.int64)
             post_q[rows] = self._estimates(ran[rows[0]].copy(), rows).mean[rows]
@@ -747,7 +750,7 @@ class Strategy:
 
     # ------------------------------------------------------------------ replay and fitting
 
-    def _replayer(self, queries: Sequence[Any], answers: Sequence[Sequence[Any]], quality: NDArray[np.float64], cost: NDArray[np.float64], n_threads: int) -> _Replayer:
+    def _replayer(self, queries: Queries, answers: Sequence[Sequence[Any]], quality: NDArray[np.float64], cost: NDArray[np.float64], n_threads: int) -> _Replayer:
         qe, ce = self.quality_estimator, self.cost_estimator
         rows = np.asarray(queries)
         table_queries = rows.ndim == 1 and (rows.size == 0 or np.issubdtype(rows.dtype, np.integer))
@@ -764,7 +767,7 @@ class Strategy:
             return _CompiledReplayer(self, rows.astype(np.int64), quality, cost, n_threads)
         return _CachedReplayer(self, queries, answers, quality, cost, n_threads)
 
-    def _validate_logged(self, queries: Sequence[Any], answers: Sequence[Sequence[Any]], quality: ArrayLike, cost: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    def _validate_logged(self, queries: Queries, answers: Sequence[Sequence[Any]], quality: ArrayLike, cost: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         n, k = len(queries), len(self.models)
         if n == 0:
             raise ValueError("queries is empty; pass at least one logged query")
@@ -775,7 +778,7 @@ class Strategy:
             raise ValueError("cost contains negative values")
         return q, c
 
-    def replay(self, queries: Sequence[Any], answers: Sequence[Sequence[Any]], quality: ArrayLike, cost: ArrayLike, *, engine: str = "compiled", n_threads: int = 1) -> ReplayResult:
+    def replay(self, queries: Queries, answers: Sequence[Sequence[Any]], quality: ArrayLike, cost: ArrayLike, *, engine: str = "compiled", n_threads: int = 1) -> ReplayResult:
         """Run the fitted strategy on logged data (every model's answer known) and score it.
 
         Each query uses the γ coin of :func:`query_coin`. ``engine="python"`` replays with
@@ -802,7 +805,7 @@ class Strategy:
             np.where(pick, exp.quality, cheap.quality),
         )
 
-    def _replay_python(self, queries: Sequence[Any], answers: Sequence[Sequence[Any]], quality: NDArray[np.float64], cost: NDArray[np.float64]) -> ReplayResult:
+    def _replay_python(self, queries: Queries, answers: Sequence[Sequence[Any]], quality: NDArray[np.float64], cost: NDArray[np.float64]) -> ReplayResult:
         n, k = quality.shape
         selected = np.full(n, -1, dtype=np.int64)
         n_run = np.zeros(n, dtype=np.int64)
@@ -836,7 +839,7 @@ class Strategy:
 
     def fit(
         self,
-        queries: Sequence[Any],
+        queries: Queries,
         answers: Sequence[Sequence[Any]],
         quality: ArrayLike,
         cost: ArrayLike,
@@ -990,6 +993,7 @@ class Strategy:
 
         best_logs = np.zeros(steps)
         best = score(best_logs)
+        optuna: Any
         try:
             import optuna
         except ImportError:
@@ -1162,7 +1166,7 @@ class ThresholdCascade(Strategy):
     def _n_steps(self, k: int) -> int:
         return max(self._depth(k) - 1, 1)
 
-    def _replayer(self, queries: Sequence[Any], answers: Sequence[Sequence[Any]], quality: NDArray[np.float64], cost: NDArray[np.float64], n_threads: int) -> _Replayer:
+    def _replayer(self, queries: Queries, answers: Sequence[Sequence[Any]], quality: NDArray[np.float64], cost: NDArray[np.float64], n_threads: int) -> _Replayer:
         rep = super()._replayer(queries, answers, quality, cost, n_threads)
         # The range of post-hoc estimates bounds the useful thresholds.
         if isinstance(rep, _CompiledReplayer):
