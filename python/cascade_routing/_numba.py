@@ -13,13 +13,11 @@ from . import _reference as ref
 _jit = numba.njit(cache=True, nogil=True)
 
 cholesky_psd = _jit(ref.cholesky_psd)
-ref_transform_samples = _jit(ref.transform_samples)
 _round_key = _jit(ref._round_key)
 
 # The kernels call each other through module globals; rebind them to the compiled versions in a
 # private namespace so that the compiled search calls compiled helpers.
 _ns = dict(vars(ref))
-_ns["transform_samples"] = ref_transform_samples
 _ns["_round_key"] = _round_key
 
 
@@ -35,8 +33,11 @@ numpy_sum = _jit(_rebind(ref.numpy_sum))
 _ns["numpy_sum"] = numpy_sum
 _ns["_row_sum"] = numpy_sum
 
+_ns["max_into_and_sum"] = _jit(_rebind(ref.max_into_and_sum_fused))
+for _name in ("transform_rows", "make_workspace", "search_with_workspace"):
+    _ns[_name] = _jit(_rebind(getattr(ref, _name)))
+
 search = _jit(_rebind(ref.search_kernel))
-_ns["search_kernel"] = search
 _search_batch = _jit(_rebind(ref.search_batch_kernel))
 _replay = _jit(_rebind(ref.replay_two_phase_kernel))
 

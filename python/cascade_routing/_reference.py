@@ -56,22 +56,45 @@ def cholesky_psd(cov):
     return lower
 
 
+def transform_rows(quality, mode, sd, chol, normals_t, zt):
+    """Write the quality samples of model ``i`` into row ``zt[i]`` (``normals_t`` is ``U^T``).
+
+    ``Z = q + U L^T`` (mode 2) or ``q + U * sd`` (mode 1). Vectorised over samples; per
+    element the operations run in the same order as the loops of the compiled core (q, then
+    + u_0 * l_0, + u_1 * l_1, ...), so the bits agree.
+    """
+    k = quality.shape[0]
+    for i in range(k):
+        row = zt[i]
+        row[:] = quality[i]
+        if mode == 1:
+            row += normals_t[i] * sd[i]
+        else:
+            for j in range(i + 1):
+                row += normals_t[j] * chol[i, j]
+
+
 def transform_samples(quality, mode, sd, chol, normals):
     """Quality samples ``Z = q + U L^T`` (mode 2), ``q + U * sd`` (mode 1); ``(n_samples, k)``."""
     ns = normals.shape[0]
     k = quality.shape[0]
-    z = np.empty((ns, k))
-    # Vectorised over samples; per element the operations run in the same order as the loops
-    # of the compiled core (q, then + u_0 * l_0, + u_1 * l_1, ...), so the bits agree.
-    for i in range(k):
-        col = np.full(ns, quality[i])
-        if mode == 1:
-            col += normals[:, i] * sd[i]
-        else:
-            for j in range(i + 1):
-                col += normals[:, j] * chol[i, j]
-        z[:, i] = col
-    return z
+    zt = np.empty((k, ns))
+    transform_rows(quality, mode, sd, chol, np.ascontiguousarray(normals.T), zt)
+    return np.ascontiguousarray(zt.T)
+
+
+def make_workspace(k, ns):
+    """Scratch arrays of one search, reusable across the searches of a batch or replay."""
+    width = max(ns, 1)
+    return (
+        np.empty((k, width)),  # zt: the samples, one row per model
+        np.empty((k + 1, width)),  # rowmax: row maxima of the supermodel at each depth
+        np.empty(k + 1),  # qual: Q at each depth
+        np.empty(k + 1),  # cst: C at each depth
+        np.empty(k + 1, dtype=np.int64),  # nxt: next model to try at each depth
+        np.empty(k + 1, dtype=np.int64),  # path: model added at each depth
+        np.zeros(k, dtype=np.uint8),  # best_mask
+    )
 
 
 def numpy_sum(a):
@@ -115,6 +138,46 @@ def _row_sum(a):
     return a.sum()
 
 
+def max_into_and_sum(parent, col, out):
+    """``out = max(parent, col)`` elementwise; returns ``sum(out)`` (NumPy's order)."""
+    np.maximum(parent, col, out=out)
+    return _row_sum(out)
+
+
+def max_into_and_sum_fused(parent, col, out):
+    """:func:`max_into_and_sum` in one pass, for compiled backends: the same values and the
+    same additions in the same order (NumPy's eight running sums for 8 <= n <= 128)."""
+    n = out.shape[0]
+    if n < 8 or n > 128:
+        for i in range(n):
+            out[i] = col[i] if col[i] > parent[i] else parent[i]
+        return numpy_sum(out)
+    for i in range(8):
+        out[i] = col[i] if col[i] > parent[i] else parent[i]
+    r0, r1, r2, r3 = out[0], out[1], out[2], out[3]
+    r4, r5, r6, r7 = out[4], out[5], out[6], out[7]
+    end = n - n % 8
+    i = 8
+    while i < end:
+        for j in range(8):
+            out[i + j] = col[i + j] if col[i + j] > parent[i + j] else parent[i + j]
+        r0 += out[i]
+        r1 += out[i + 1]
+        r2 += out[i + 2]
+        r3 += out[i + 3]
+        r4 += out[i + 4]
+        r5 += out[i + 5]
+        r6 += out[i + 6]
+        r7 += out[i + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        out[i] = col[i] if col[i] > parent[i] else parent[i]
+        res += out[i]
+        i += 1
+    return res
+
+
 def _round_key(value, scale):
     if scale > 0.0:
         return np.rint(value * scale) / scale
@@ -140,18 +203,48 @@ def search_kernel(
     """Best supermodel ``M ⊇ ran`` for one query; see ALGORITHM.md §3–§4.
 
     Enumerates supersets of ``ran`` once each, depth first, adding model indices in increasing
-    order (so candidates are visited in lexicographic order of their sorted index tuples).
+    order (so candidates are visited in lexicographic order of the tuples of added models).
     Ties in the rounded utility go to the cheaper (or, with ``prefer_expensive``, the dearer)
     supermodel, then to the one visited first.
     """
     k = quality.shape[0]
+    ns = normals.shape[0] if mode != 0 else 0
+    ws = make_workspace(k, ns)
+    res = search_with_workspace(
+        quality, cost, lam, mode, sd, chol, np.ascontiguousarray(normals.T), ran, max_depth,
+        force_order, prefixes_only, prune, prefer_expensive, digits, ws,
+    )
+    return res[0], ws[6].copy(), res[1], res[2], res[3], res[4]
+
+
+def search_with_workspace(
+    quality,
+    cost,
+    lam,
+    mode,
+    sd,
+    chol,
+    normals_t,
+    ran,
+    max_depth,
+    force_order,
+    prefixes_only,
+    prune,
+    prefer_expensive,
+    digits,
+    ws,
+):
+    """:func:`search_kernel` with ``U^T`` given and scratch arrays from :func:`make_workspace`.
+
+    Returns ``(next_model, utility, quality, cost, evaluated)``; the best supermodel's mask is
+    left in ``ws[6]``.
+    """
+    k = quality.shape[0]
     sampled = mode != 0
+    ns = normals_t.shape[1] if sampled else 0
+    zt, rowmax, qual, cst, nxt, path, best_mask = ws
     if sampled:
-        z = transform_samples(quality, mode, sd, chol, normals)
-        ns = z.shape[0]
-    else:
-        z = np.empty((0, k))
-        ns = 0
+        transform_rows(quality, mode, sd, chol, normals_t, zt)
     scale = 10.0**digits if digits >= 0 else 0.0
 
     n_ran = 0
@@ -166,7 +259,10 @@ def search_kernel(
             cost_root += cost[i]
             start = i + 1
     if sampled:
-        maxabs = np.abs(z).max()
+        for i in range(k):
+            a = max(zt[i].max(), -zt[i].min())
+            if a > maxabs:
+                maxabs = a
     else:
         for i in range(k):
             a = abs(quality[i])
@@ -176,18 +272,14 @@ def search_kernel(
     if scale > 0.0:
         tol += 1.0 / scale
 
-    # Per-depth state of the depth-first search.
-    rowmax = np.full((k + 1, max(ns, 1)), -np.inf)
-    qual = np.full(k + 1, -np.inf)
-    cst = np.zeros(k + 1)
-    nxt = np.zeros(k + 1, dtype=np.int64)
-    path = np.zeros(k + 1, dtype=np.int64)
+    # Per-depth state of the depth-first search (every entry is written before it is read).
+    rowmax[0] = -np.inf
 
     q_root = -np.inf
     for i in range(k):
         if ran[i] != 0:
             if sampled:
-                rowmax[0] = np.maximum(rowmax[0], z[:, i])
+                rowmax[0, :] = np.maximum(rowmax[0], zt[i])
             elif quality[i] > q_root:
                 q_root = quality[i]
     if sampled and n_ran > 0:
@@ -195,7 +287,7 @@ def search_kernel(
     qual[0] = q_root
     cst[0] = cost_root
 
-    best_mask = np.zeros(k, dtype=np.uint8)
+    best_mask[:] = 0
     best_key = -np.inf
     best_util = -np.inf
     best_q = -np.inf
@@ -222,8 +314,7 @@ def search_kernel(
         while depth < max_add and m < k:
             if sampled:
                 # Incremental row maxima: the child's follow from its parent's.
-                rowmax[depth + 1] = np.maximum(rowmax[depth], z[:, m])
-                qc = _row_sum(rowmax[depth + 1]) / ns
+                qc = max_into_and_sum(rowmax[depth], zt[m], rowmax[depth + 1]) / ns
             else:
                 qc = qual[depth]
                 if quality[m] > qc:
@@ -263,8 +354,7 @@ def search_kernel(
             nxt[depth] = m + 1
             if sampled:
                 # Incremental row maxima: the child's follow from its parent's.
-                rowmax[depth + 1] = np.maximum(rowmax[depth], z[:, m])
-                qc = _row_sum(rowmax[depth + 1]) / ns
+                qc = max_into_and_sum(rowmax[depth], zt[m], rowmax[depth + 1]) / ns
             else:
                 qc = qual[depth]
                 if quality[m] > qc:
@@ -302,7 +392,7 @@ def search_kernel(
                 next_model = i
             elif not force_order and not prefixes_only and cost[i] < cost[next_model]:
                 next_model = i
-    return next_model, best_mask, best_util, best_q, best_c, evaluated
+    return next_model, best_util, best_q, best_c, evaluated
 
 
 def search_batch_kernel(
@@ -335,15 +425,18 @@ def search_batch_kernel(
     qual = np.empty(n)
     cst = np.empty(n)
     evaluated = np.empty(n, dtype=np.int64)
+    ns = normals.shape[0] if mode != 0 else 0
+    ws = make_workspace(k, ns)
+    normals_t = np.ascontiguousarray(normals.T)
     for r in range(n):
-        res = search_kernel(
+        res = search_with_workspace(
             quality[r],
             cost[r],
             lam[r],
             mode,
             sd[r],
             chol[r],
-            normals,
+            normals_t,
             ran[r],
             max_depth,
             force_order,
@@ -351,13 +444,14 @@ def search_batch_kernel(
             prune,
             prefer_expensive[r] != 0,
             digits,
+            ws,
         )
         nxt[r] = res[0]
-        masks[r] = res[1]
-        util[r] = res[2]
-        qual[r] = res[3]
-        cst[r] = res[4]
-        evaluated[r] = res[5]
+        masks[r] = ws[6]
+        util[r] = res[1]
+        qual[r] = res[2]
+        cst[r] = res[3]
+        evaluated[r] = res[4]
     return nxt, masks, util, qual, cst, evaluated
 
 
@@ -407,6 +501,9 @@ def replay_two_phase_kernel(
     total_quality = np.zeros(n)
     ran = np.zeros(k, dtype=np.uint8)
     no_chol = np.zeros((0, 0))
+    ns = normals.shape[0] if use_sd else 0
+    ws = make_workspace(k, ns)
+    normals_t = np.ascontiguousarray(normals.T)
     q_cur = np.empty(k)
     c_cur = np.empty(k)
     sd_cur = np.empty(k)
@@ -433,14 +530,14 @@ def replay_two_phase_kernel(
                         c_cur[i] = ante_cost[r, i]
                         sd_cur[i] = ante_sd[r, i] if use_sd else 0.0
                 lam = lambdas[j] if j < n_lam else lambdas[n_lam - 1]
-                res = search_kernel(
+                res = search_with_workspace(
                     q_cur,
                     c_cur,
                     lam,
                     1 if use_sd else 0,
                     sd_cur,
                     no_chol,
-                    normals,
+                    normals_t,
                     ran,
                     max_depth,
                     force_order,
@@ -448,6 +545,7 @@ def replay_two_phase_kernel(
                     prune,
                     prefer_expensive[r] != 0,
                     digits,
+                    ws,
                 )
                 nm = res[0]
             if nm < 0:
