@@ -124,3 +124,25 @@ def test_reference_implementation_numbers_are_matched(column) -> None:
     for key, label in STRATEGY_LABELS.items():
         ours = 100 * ev.curves[key].auc
         assert ours == pytest.approx(simulation.REFERENCE_SUBSET_AUC[label][column], abs=0.1), key
+
+
+def test_evaluate_random_split_and_split_errors(tmp_path, capsys) -> None:
+    code = main([
+        "evaluate", "llm_cascades_mmlu", "--split", "random", "--test-size", "0.5", "--out", str(tmp_path),
+        "--strategies", "routing", "--bootstrap", "20", "--no-progress",
+    ])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "random split" in text and "908 train / 908 test" in text
+    folder = tmp_path / "swe"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    ids = [f"org__repo{i % 3}-{i}" for i in range(40)]
+    for name, values in (("resolved.csv", rng.integers(0, 2, (40, 2))), ("cost_usd.csv", rng.uniform(0.1, 1, (40, 2)))):
+        lines = ["instance_id,repo,model_a,model_b"]
+        lines += [f"{i},org/repo{n % 3},{v[0]},{v[1]}" for n, (i, v) in enumerate(zip(ids, values))]
+        (folder / name).write_text("\n".join(lines) + "\n")
+    assert main(["evaluate", str(folder), "--split", "source", "--out", str(tmp_path)]) == 2
+    assert "no split of its own" in capsys.readouterr().err
+    assert main(["evaluate", str(folder), "--bootstrap", "20", "--out", str(tmp_path), "--no-progress"]) == 0
+    assert "20 train / 20 test" in capsys.readouterr().out

@@ -443,3 +443,22 @@ def test_bad_input_is_rejected_with_the_culprit_named() -> None:
 
     with pytest.raises(ValueError, match="cost estimator returned negative"):
         CascadeRouter(qe, NegativeCost(), models).set_lambdas(1.0).next_model(0, [None] * 3)
+
+
+def test_decisions_are_thread_safe() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    qe, ce, models, queries, answers, q, c = synthetic(400, 5, 13)
+    strat = CascadeRouter(qe, ce, models).fit(queries, answers, q, c, budget=float(c.mean()) * 0.4)
+    states = random_states(400, 5, 14)
+    expected = [strat.next_model(i, s) for i, s in zip(queries, states)]
+    expected_replay = strat.replay(queries, answers, q, c)
+
+    def decide(chunk: int):
+        rows = range(chunk, 400, 8)
+        return chunk, [strat.next_model(int(i), states[i]) for i in rows], strat.replay(queries, answers, q, c, n_threads=2)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for chunk, got, rep in pool.map(decide, range(8)):
+            assert got == [expected[i] for i in range(chunk, 400, 8)]
+            same_replay(rep, expected_replay)

@@ -80,12 +80,13 @@ def _spread_pool(data: datasets.Dataset, train: np.ndarray, size: int) -> list[s
     return [data.models[i] for i in order[picks]]
 
 
-def prepare(dataset: str, *, pool: str | None, noise: str, seed: int, test_size: float) -> tuple[datasets.Dataset, simulation.TwoPhaseTables, np.ndarray, np.ndarray, str]:
+def prepare(dataset: str, *, pool: str | None, noise: str, seed: int, test_size: float, split: str = "auto") -> tuple[datasets.Dataset, simulation.TwoPhaseTables, np.ndarray, np.ndarray, str]:
     """Load a dataset and build its estimators and split; returns a description too.
 
     RouterBench-shaped data (no confidences) uses the paper's simulated estimators at the
-    noise level and the paper's split; llm_cascades data uses its confidences and its own
-    train/test split; SWE-bench uses repository priors and the resolved flag.
+    noise level and the paper's split; llm_cascades data uses its confidences and, with
+    ``split="auto"``, the source's own train/test split; SWE-bench uses repository priors and
+    the resolved flag. ``split="random"`` always splits at random (``test_size``, ``seed``).
     """
     from . import real_estimators
 
@@ -93,17 +94,26 @@ def prepare(dataset: str, *, pool: str | None, noise: str, seed: int, test_size:
         data = datasets.load(dataset)
     except (FileNotFoundError, KeyError, ValueError) as exc:
         raise CliError(str(exc)) from exc
-    if data.name.startswith("routerbench") and data.n_models == len(simulation.ROUTERBENCH_MODELS):
+    if split not in ("auto", "source", "random"):
+        raise CliError(f"--split must be auto, source or random, got {split!r}")
+    if data.name.startswith("routerbench") and data.n_models == len(simulation.ROUTERBENCH_MODELS) and split != "random":
         paper_pool = _pool(pool, data) or list(simulation.PAPER_POOLS[5])
         run = simulation.routerbench_run(data, paper_pool, noise, seed=seed)
         desc = f"{data.name}, {len(paper_pool)} models, simulated estimators ({noise} noise), paper split"
         return run.dataset, run.estimates, run.train_rows, run.test_rows, desc
     chosen = _pool(pool, data)
-    if data.confidence is not None and "source_split" in data.features:
-        split = np.asarray(data.features["source_split"]).astype(str)
-        train, test = np.flatnonzero(split == "train"), np.flatnonzero(split == "test")
+    split_name = "random split"
+    if split != "random" and "source_split" in data.features:
+        split_name = "the source's split"
+        labels = np.asarray(data.features["source_split"]).astype(str)
+        train, test = np.flatnonzero(labels == "train"), np.flatnonzero(labels == "test")
         if train.size == 0 or test.size == 0:
+            if split == "source":
+                raise CliError("--split source: the data has no train and test rows of its own")
+            split_name = "random split"
             train, test = data.split_rows(test_size=test_size, seed=seed)
+    elif split == "source":
+        raise CliError("--split source: the data has no split of its own; use auto or random")
     else:
         train, test = data.split_rows(test_size=test_size, seed=seed)
     if chosen is None and data.n_models > 11:
@@ -125,11 +135,11 @@ def prepare(dataset: str, *, pool: str | None, noise: str, seed: int, test_size:
         train, test = np.arange(train.size), np.arange(train.size, rows.size)
         tables = run_tables
         kind = f"simulated estimators ({noise} noise)"
-    return data, tables, np.asarray(train), np.asarray(test), f"{data.name}, {data.n_models} models, {kind}"
+    return data, tables, np.asarray(train), np.asarray(test), f"{data.name}, {data.n_models} models, {kind}, {split_name}"
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    data, tables, train, test, desc = prepare(args.dataset, pool=args.pool, noise=args.noise, seed=args.seed, test_size=args.test_size)
+    data, tables, train, test, desc = prepare(args.dataset, pool=args.pool, noise=args.noise, seed=args.seed, test_size=args.test_size, split=args.split)
     progress, close = _progress(args.progress, "fitting")
     try:
         ev = evaluate(
@@ -253,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-depth", type=int, default=5, help="largest supermodel of cascade routing")
     ev.add_argument("--lambdas", choices=["constant", "per_step"], default="constant")
     ev.add_argument("--trials", type=int, default=200, help="per-step search evaluations")
-    ev.add_argument("--test-size", type=float, default=0.5, help="test fraction where the data has no split of its own")
+    ev.add_argument("--split", choices=["auto", "source", "random"], default="auto", help="auto: the paper's split for RouterBench, the source's split where the data has one, else random")
+    ev.add_argument("--test-size", type=float, default=0.5, help="test fraction of a random split")
     ev.add_argument("--out", default=DEFAULT_OUT, help="folder for the plot and the JSON")
     ev.add_argument("--json", help="where to write the JSON of all points (default: in --out)")
     progress_flags(ev)
@@ -287,6 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--threads must be >= 0")
     if hasattr(args, "bootstrap") and args.bootstrap < 2:
         parser.error("--bootstrap must be >= 2")
+    if hasattr(args, "test_size") and not 0.0 < args.test_size < 1.0:
+        parser.error("--test-size must lie strictly between 0 and 1")
     try:
         return int(args.func(args))
     except CliError as exc:
