@@ -33,6 +33,8 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
+from ._arrays import finite_array
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -288,23 +290,10 @@ class Dataset:
 
 
 def _numeric_table(value: Any, name: str, allow_neg_inf: bool = False) -> NDArray[np.float64]:
-    arr = np.asarray(value)
-    if arr.dtype == object or not (
-        np.issubdtype(arr.dtype, np.floating)
-        or np.issubdtype(arr.dtype, np.integer)
-        or arr.dtype == np.bool_
-    ):
-        raise TypeError(f"{name} must be a numeric array, got dtype {arr.dtype}")
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D (queries x models) array, got shape {arr.shape}")
-    out = np.array(arr, dtype=np.float64, order="C", copy=True)
-    bad = np.isnan(out) | (out == np.inf)
-    if not allow_neg_inf:
-        bad |= out == -np.inf
-    if np.any(bad):
-        what = "NaN or +inf" if allow_neg_inf else "NaN or infinite values"
-        raise ValueError(f"{name} contains {what} (drop or fill those rows first)")
-    return out
+    return finite_array(
+        value, name, 2, layout="queries x models", allow_neg_inf=allow_neg_inf,
+        hint="drop or fill those rows first",
+    ).copy()
 
 
 def _check_quality(quality: NDArray[np.float64], models: Sequence[str], where: str) -> None:

@@ -18,6 +18,8 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ._arrays import finite_array
+
 #: Variance given to the estimate of a model that has run (its quality is then almost known).
 RUN_VARIANCE = 1e-6
 
@@ -65,19 +67,7 @@ def ran_mask(answers: Sequence[Sequence[Any]], k: int) -> NDArray[np.bool_]:
 
 
 def _table(value: ArrayLike, name: str, shape: tuple[int, ...] | None = None) -> NDArray[np.float64]:
-    arr = np.asarray(value)
-    if arr.dtype == object or not (
-        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
-    ):
-        raise TypeError(f"{name} must be a numeric array, got dtype {arr.dtype}")
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D (queries x models) array, got shape {arr.shape}")
-    if shape is not None and arr.shape != shape:
-        raise ValueError(f"{name} must have shape {shape}, got {arr.shape}")
-    out = np.ascontiguousarray(arr, dtype=np.float64)
-    if not np.all(np.isfinite(out)):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return out
+    return finite_array(value, name, 2, shape=shape, layout="queries x models")
 
 
 def _rows(queries: Sequence[Any], n_rows: int, name: str) -> NDArray[np.int64]:

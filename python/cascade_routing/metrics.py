@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ._arrays import finite_array
+
 __all__ = [
     "as_percent",
     "auc",
@@ -33,17 +35,7 @@ __all__ = [
 
 
 def _vector(value: ArrayLike, name: str) -> NDArray[np.float64]:
-    arr = np.asarray(value)
-    if arr.dtype == object or not (
-        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
-    ):
-        raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
-    out = np.ascontiguousarray(arr, dtype=np.float64)
-    if not np.all(np.isfinite(out)):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return out
+    return finite_array(value, name, 1)
 
 
 def _pair(costs: ArrayLike, qualities: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -193,19 +185,7 @@ def linear_baseline_auc(single_costs: ArrayLike, single_qualities: ArrayLike) ->
 
 
 def _per_query(value: ArrayLike, name: str, ndim: int) -> NDArray[np.float64]:
-    arr = np.asarray(value)
-    if arr.dtype == object or not (
-        np.issubdtype(arr.dtype, np.floating)
-        or np.issubdtype(arr.dtype, np.integer)
-        or arr.dtype == np.bool_
-    ):
-        raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
-    if arr.ndim != ndim:
-        raise ValueError(f"{name} must be {ndim}-D, got shape {arr.shape}")
-    out = np.ascontiguousarray(arr, dtype=np.float64)
-    if not np.all(np.isfinite(out)):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return out
+    return finite_array(value, name, ndim)
 
 
 def _check_per_query(

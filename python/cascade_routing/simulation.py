@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ._arrays import finite_array
 from .datasets import Dataset
 from .estimators import RUN_VARIANCE, ConstantCost, TwoPhaseCost, TwoPhaseQuality
 
@@ -138,17 +139,7 @@ PAPER_SWEBENCH_AUC: dict[str, float] = {
 
 
 def _table(value: ArrayLike, name: str) -> NDArray[np.float64]:
-    arr = np.asarray(value)
-    if arr.dtype == object or not (
-        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
-    ):
-        raise TypeError(f"{name} must be a numeric array, got dtype {arr.dtype}")
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (queries x models), got shape {arr.shape}")
-    out = np.ascontiguousarray(arr, dtype=np.float64)
-    if not np.all(np.isfinite(out)):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return out
+    return finite_array(value, name, 2, layout="queries x models")
 
 
 @dataclass(frozen=True, eq=False)

@@ -23,6 +23,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _backend
+from ._arrays import finite_array
 from .engine import _check_psd, standard_normals
 from .estimators import (
     ConstantCost,
@@ -114,19 +115,9 @@ def query_coin(query: Any, seed: int) -> float:
 
 
 def _truth_table(value: ArrayLike, name: str, n: int, k: int) -> NDArray[np.float64]:
-    arr = np.asarray(value)
-    if arr.dtype == object or not (
-        np.issubdtype(arr.dtype, np.floating)
-        or np.issubdtype(arr.dtype, np.integer)
-        or arr.dtype == np.bool_
-    ):
-        raise TypeError(f"{name} must be a numeric (n_queries, n_models) array, got {arr.dtype}")
-    if arr.shape != (n, k):
-        raise ValueError(f"{name} must have shape {(n, k)} (queries x models), got {arr.shape}")
-    out = np.ascontiguousarray(arr, dtype=np.float64)
-    if not np.all(np.isfinite(out)):
-        raise ValueError(f"{name} contains NaN or infinite values; drop or fill those rows first")
-    return out
+    return finite_array(
+        value, name, 2, shape=(n, k), layout="queries x models", hint="drop or fill those rows first"
+    )
 
 
 def _check_answers(answers: Sequence[Sequence[Any]], n: int, k: int, full: bool) -> None:
