@@ -78,6 +78,39 @@ def draw_values(
     return out
 
 
+def draw_bounds(
+    rng: np.random.Generator, quality: np.ndarray, *, adversarial: bool = False
+) -> tuple[float, float]:
+    """Quality bounds ``(lower, upper)`` that clip some of the samples of ``quality`` (any
+    shape: one pair for all its values).
+
+    Mostly ``(0, scale)`` (probabilities), one-sided bounds, or a band inside the range of the
+    means; ``adversarial`` adds bounds equal to quality values and bands so narrow that most
+    samples collapse onto a bound (many exact ties).
+    """
+    q = np.asarray(quality, dtype=np.float64).ravel()
+    scale = max(1e-3, float(np.abs(q).max())) if q.size else 1.0
+    kind = int(rng.integers(0, 7 if adversarial else 4))
+    if kind == 0:
+        return 0.0, scale
+    if kind == 1:
+        return -math.inf, float(rng.uniform(0.3, 1.0)) * scale
+    if kind == 2:
+        return float(rng.uniform(0.0, 0.7)) * scale, math.inf
+    if kind == 3:
+        a, b = sorted(float(x) for x in rng.uniform(0.0, 1.0, size=2) * scale)
+        return a, max(b, a + 0.05 * scale)
+    if kind == 4:  # bounds at quality values
+        a, b = float(q.min()), float(q.max())
+        return (a, b) if a < b else (a, math.inf)
+    if (
+        kind == 5
+    ):  # a band far narrower than the noise: nearly every sample sits on a bound
+        a = float(rng.choice(q))
+        return a, a + float(rng.choice([1e-12, 1e-6])) * scale
+    return -math.inf, float(rng.choice(q))  # an upper bound at a quality value
+
+
 def draw_ran(rng: np.random.Generator, k: int, prefixes_only: bool) -> tuple[int, ...]:
     """Models already run: nothing (often), a prefix, or any subset."""
     u = rng.random()
@@ -153,6 +186,15 @@ def describe(kw: dict[str, Any]) -> str:
                 value, floatmode="unique", separator=", ", max_line_width=10**6
             )
             value = f"np.array({value})"
+        elif key == "quality_bounds" and value is not None:
+            value = (
+                "("
+                + ", ".join(
+                    repr(float(v)) if math.isfinite(v) else f"float('{v}')"
+                    for v in value
+                )
+                + ")"
+            )
         else:
             value = repr(value)
         parts.append(f"{key}={value}")

@@ -282,3 +282,56 @@ def test_extreme_options_do_not_crash(core: Any) -> None:
     args[7] = np.full(K, 255, np.uint8)  # any nonzero value means "run"
     nm, mask, *_ = core.search(*args)
     assert nm == -1 and np.array_equal(mask, args[7])
+
+
+# --------------------------------------------------------------------------- quality bounds
+
+
+def test_quality_bounds_are_trailing_arguments(core: Any) -> None:
+    """``lower`` / ``upper`` default to -inf / inf (every older positional call still works),
+    may be given by position or keyword, and ``n_threads`` is keyword-only (so that an old
+    positional ``n_threads`` cannot silently become a bound)."""
+    inf = np.inf
+    for mode in (0, 1, 2):
+        args = _search_args(mode)
+        free = core.search(*args)
+        for same in (core.search(*args, -inf, inf), core.search(*args, lower=-inf, upper=inf)):
+            assert same[0] == free[0] and same[2:] == free[2:]
+        pos = core.search(*args, 0.2, 0.7)
+        kw = core.search(*args, upper=0.7, lower=0.2)
+        assert pos[0] == kw[0] and pos[2:] == kw[2:] and np.array_equal(pos[1], kw[1])
+        assert 0.2 <= pos[3] <= 0.7
+        b = _batch_args(mode)
+        for x, y in zip(core.search_batch(*b, -inf, inf, n_threads=2), core.search_batch(*b)):
+            assert np.array_equal(x, y)
+    for use_sd in (True, False):
+        r = _replay_args(use_sd=use_sd)
+        for x, y in zip(core.replay_two_phase(*r, upper=inf), core.replay_two_phase(*r)):
+            assert np.array_equal(x, y)
+    with pytest.raises(TypeError):
+        core.search_batch(*_batch_args(), -inf, inf, 2)
+    with pytest.raises(TypeError):
+        core.replay_two_phase(*_replay_args(), -inf, inf, 2)
+    with pytest.raises(TypeError):
+        core.search(*_search_args(), "0", 1.0)
+
+
+@pytest.mark.parametrize(
+    "lower, upper",
+    [(np.nan, 1.0), (0.0, np.nan), (1.0, 0.0), (0.5, 0.5), (np.inf, np.inf), (-np.inf, -np.inf)],
+)
+def test_bad_quality_bounds_are_value_errors(core: Any, lower: float, upper: float) -> None:
+    with pytest.raises(ValueError, match="lower < upper"):
+        core.search(*_search_args(), lower, upper)
+    with pytest.raises(ValueError, match="lower < upper"):
+        core.search_batch(*_batch_args(), lower=lower, upper=upper)
+    with pytest.raises(ValueError, match="lower < upper"):
+        core.replay_two_phase(*_replay_args(), lower, upper, n_threads=2)
+
+
+def test_huge_quality_bounds_do_not_crash(core: Any) -> None:
+    # Bounds far beyond the values are accepted (the engine limits them to +-1e100).
+    for lower, upper in [(-1e308, 1e308), (1e308, np.inf), (-np.inf, -1e308), (5e-324, 1e-300)]:
+        core.search(*_search_args(0), lower, upper)
+        core.search(*_search_args(1), lower, upper)
+        core.replay_two_phase(*_replay_args(), lower, upper)

@@ -15,6 +15,7 @@ from _cases import (
     MODES,
     assert_same,
     describe,
+    draw_bounds,
     draw_max_depth,
     draw_ran,
     draw_values,
@@ -52,6 +53,7 @@ def oracle_search(
     n_samples: int = 128,
     seed: int = 0,
     prune: bool = True,
+    quality_bounds: tuple[float, float] | None = None,
 ) -> Oracle:
     """Score every candidate supermodel; written from ALGORITHM.md, not from the kernels.
 
@@ -60,7 +62,8 @@ def oracle_search(
     ``prefixes_only`` only prefixes ``m_0 .. m_j``. ``Q(M)`` is the mean over the shared QMC
     rows of ``max_{i in M} Z_i``. The best candidate has the highest rounded utility, then the
     lowest (``prefer="expensive"``: highest) cost, then comes first in the search's visiting
-    order: ``ran`` itself, then the added models' sorted tuples in lexicographic order.
+    order: ``ran`` itself, then the added models' sorted tuples in lexicographic order. With
+    ``quality_bounds`` every sample (exact: every mean) is clipped first (``np.clip``).
     """
     q = np.asarray(quality, dtype=np.float64)
     c = np.asarray(cost, dtype=np.float64)
@@ -75,6 +78,11 @@ def oracle_search(
             z = q[None, :] + u @ np.linalg.cholesky(np.asarray(cov, dtype=np.float64)).T
     else:
         z = None
+    if quality_bounds is not None:
+        if z is None:
+            q = np.clip(q, *quality_bounds)
+        else:
+            z = np.clip(z, *quality_bounds)
 
     def expected_max(members: list[int]) -> float:
         if z is None:
@@ -714,3 +722,435 @@ def test_require_backend_fixture_is_honest(backend: str) -> None:
     require_backend(backend)
     assert cr.backend() == backend
     assert backend in cr.available_backends()
+
+
+# --------------------------------------------------------------------------- (g) quality bounds
+#
+# quality_bounds=(lower, upper) clips every quality sample (exact mode: every mean), so
+# Q(M) = E[max_{i in M} clip(Z_i)]. Clipping is monotone, so Q stays exactly monotone and
+# submodular: pruning must stay exact, and every backend must compute the same bits.
+
+
+def _bounded(
+    rng: np.random.Generator, mode: str, *, adversarial: bool, k_max: int, **kw: Any
+) -> dict[str, Any]:
+    inst = random_instance(rng, mode, adversarial=adversarial, k_max=k_max, **kw)
+    inst["quality_bounds"] = draw_bounds(rng, inst["quality"], adversarial=adversarial)
+    return inst
+
+
+def test_bounds_hand_example(backend: str) -> None:
+    # Two probability estimates of 0.8 with sd 0.5: unclipped, E[max] = 0.8 + 0.5/sqrt(pi)
+    # = 1.08 > 1 makes running both look worth 0.28; clipped to [0, 1] the gain is 0.18.
+    q, c, var = [0.8, 0.8], [0.1, 0.1], [0.25, 0.25]
+    free = cr.search_supermodel(q, c, 2.3, var=var, n_samples=4096)
+    assert free.supermodel == (0, 1) and free.quality > 1.08
+    clipped = cr.search_supermodel(
+        q, c, 2.3, var=var, n_samples=4096, quality_bounds=(0, 1)
+    )
+    assert clipped.supermodel == (0,) and clipped.next_model == 0
+    # Q({0}) = E[clip(Z, 0, 1)] for Z ~ N(0.8, 0.25), in closed form.
+    from scipy.stats import norm
+
+    mu, sd = 0.8, 0.5
+    a, b = (0.0 - mu) / sd, (1.0 - mu) / sd
+    want = (
+        mu * (norm.cdf(b) - norm.cdf(a))
+        + sd * (norm.pdf(a) - norm.pdf(b))
+        + 1.0 * norm.sf(b)
+    )
+    assert clipped.quality == pytest.approx(want, abs=0.006 * sd)
+    # Exact means are clipped too: a "quality" of 1.3 counts as 1.
+    r = cr.search_supermodel([0.95, 1.3], [0.01, 0.5], 0.2, quality_bounds=(0.0, 1.0))
+    assert r.supermodel == (0,) and r.quality == 0.95
+    r = cr.search_supermodel([0.95, 1.3], [0.01, 0.5], 0.2)
+    assert r.supermodel == (1,) and r.quality == 1.3
+    # {0, 1} and {1} tie at Q = 1 and cost 0: the first visited wins.
+    r = cr.search_supermodel([0.95, 1.3], [0.0, 0.0], 0.1, quality_bounds=(0.0, 1.0))
+    assert r.quality == 1.0 and r.supermodel == (0, 1)
+
+
+@pytest.mark.parametrize("adversarial", [False, True], ids=["random", "ties"])
+@pytest.mark.parametrize("mode", MODES)
+def test_bounds_match_brute_force_oracle(
+    backend: str, mode: str, adversarial: bool
+) -> None:
+    rng = np.random.default_rng([12, MODES.index(mode), adversarial])
+    changed = 0
+    for _ in range(150):
+        kw = _bounded(
+            rng, mode, adversarial=adversarial, k_max=7, well_conditioned=True
+        )
+        _check_oracle(kw)
+        changed += _search(kw).quality != _search(kw, quality_bounds=None).quality
+    assert changed > 30, (
+        "the drawn bounds hardly ever clip: the test would prove little"
+    )
+
+
+@pytest.mark.parametrize("adversarial", [False, True], ids=["random", "ties"])
+@pytest.mark.parametrize("mode", MODES)
+def test_bounds_pruned_equals_unpruned(
+    backend: str, mode: str, adversarial: bool
+) -> None:
+    """The pruning lemma stays exact under clipping (Q is still submodular)."""
+    n = 300 if backend == "numpy" else 800
+    rng = np.random.default_rng([23, MODES.index(mode), adversarial])
+    n_pruned = 0
+    for _ in range(n):
+        kw = _bounded(rng, mode, adversarial=adversarial, k_max=9)
+        full = _search(kw, prune=False)
+        pruned = _search(kw, prune=True)
+        assert_same(pruned, full, kw, "pruned vs unpruned", rtol=0.0)
+        assert pruned.evaluated <= full.evaluated, describe(kw)
+        n_pruned += pruned.evaluated < full.evaluated
+    assert n_pruned > n // 20
+
+
+@st.composite
+def hyp_bounded_instances(
+    draw: st.DrawFn, modes: tuple[str, ...] = MODES
+) -> dict[str, Any]:
+    kw = draw(hyp_instances(modes))
+    edges = st.one_of(
+        st.sampled_from([0.0, 0.5, 1.0]),
+        st.sampled_from(kw["quality"].tolist()),
+        st.floats(-2.0, 2.0),
+    )
+    lower = draw(st.one_of(st.just(-math.inf), edges))
+    upper = draw(st.one_of(st.just(math.inf), edges).filter(lambda u: u > lower))
+    kw["quality_bounds"] = (lower, upper)
+    return kw
+
+
+@given(kw=hyp_bounded_instances())
+def test_hypothesis_bounds_pruned_equals_unpruned(
+    backend: str, kw: dict[str, Any]
+) -> None:
+    full = _search(kw, prune=False)
+    pruned = _search(kw, prune=True)
+    assert_same(pruned, full, kw, "pruned vs unpruned", rtol=0.0)
+    assert pruned.evaluated <= full.evaluated
+
+
+@given(kw=hyp_bounded_instances(modes=("exact", "var")))
+def test_hypothesis_bounds_match_oracle(backend: str, kw: dict[str, Any]) -> None:
+    _check_oracle(kw)
+
+
+@pytest.mark.parametrize("adversarial", [False, True], ids=["random", "ties"])
+@pytest.mark.parametrize("mode", MODES)
+def test_bounds_backends_agree(fast_backend: str, mode: str, adversarial: bool) -> None:
+    rng = np.random.default_rng([36, MODES.index(mode), adversarial])
+    for _ in range(300):
+        kw = _bounded(rng, mode, adversarial=adversarial, k_max=9)
+        kw["prune"] = bool(rng.random() < 0.7)
+        got = _search(kw)
+        with cr.use_backend("numpy"):
+            want = _search(kw)
+        assert_same(
+            got, want, kw, f"{fast_backend} vs numpy", rtol=0.0, check_evaluated=True
+        )
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_bounds_backends_compute_identical_bits(fast_backend: str, mode: str) -> None:
+    rng = np.random.default_rng([37, MODES.index(mode)])
+    for trial in range(100):
+        k = int(rng.integers(1, 8))
+        kw = draw_values(rng, k, mode, adversarial=trial % 2 == 1)
+        kw.update(
+            ran=tuple(range(k)),  # Q of all models
+            rounding_digits=None,
+            quality_bounds=draw_bounds(rng, kw["quality"], adversarial=trial % 2 == 1),
+        )
+        got = _search(kw)
+        with cr.use_backend("numpy"):
+            want = _search(kw)
+        assert (got.quality, got.utility, got.cost) == (
+            want.quality,
+            want.utility,
+            want.cost,
+        ), describe(kw)
+
+
+def test_bounds_clip_the_same_way_on_every_backend(backend: str) -> None:
+    """max(v, b) = b if v < b else v, min(v, b) = b if b < v else v everywhere: a mean of
+    -0.0 under a lower bound of 0.0 stays -0.0 (a clip with the operands swapped would give
+    +0.0), and NaN-free bounds at +-0.0 change nothing else."""
+    for q, bounds in [
+        ([-0.0], (0.0, 1.0)),
+        ([0.0], (-1.0, -0.0)),
+        ([-0.0, -0.0], (-0.0, 1.0)),
+    ]:
+        r = cr.search_supermodel(
+            q, np.zeros(len(q)), 0.0, ran=[0], quality_bounds=bounds
+        )
+        assert r.quality == 0.0 and np.signbit(r.quality) == np.signbit(q[0]), (
+            q,
+            bounds,
+            r,
+        )
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_infinite_bounds_are_no_bounds(backend: str, mode: str) -> None:
+    """(-inf, inf), and finite bounds that clip nothing, give exactly the result of None."""
+    rng = np.random.default_rng([38, MODES.index(mode)])
+    for trial in range(150):
+        kw = random_instance(rng, mode, adversarial=trial % 2 == 1, k_max=8)
+        kw["prune"] = bool(trial % 3)
+        want = _search(kw)
+        assert _search(kw, quality_bounds=(-math.inf, math.inf)) == want, describe(kw)
+        assert _search(kw, quality_bounds=[-1e100, 1e100]) == want, describe(kw)
+    q, v = [0.1, 0.7, 0.4], [0.1, 0.2, 0.3]
+    for bounds in [(-math.inf, math.inf), (-1e100, 1e100)]:
+        assert cr.expected_max(q, var=v, quality_bounds=bounds) == cr.expected_max(
+            q, var=v
+        )
+
+
+@pytest.mark.parametrize("options", ["free", "force_order", "prefixes_only"])
+@pytest.mark.parametrize("mode", MODES)
+def test_bounds_batch_equals_loop(backend: str, mode: str, options: str) -> None:
+    rng = np.random.default_rng([46, MODES.index(mode), len(options)])
+    for trial in range(4):
+        n = int(rng.choice([1, 7, 60]))
+        batch, singles = _random_batch(
+            rng,
+            mode,
+            n,
+            adversarial=trial % 2 == 1,
+            force_order=options != "free",
+            prefixes_only=options == "prefixes_only",
+        )
+        bounds = draw_bounds(rng, batch["quality"], adversarial=trial % 2 == 1)
+        prune = trial != 2
+        res = cr.search_supermodel_batch(**batch, prune=prune, quality_bounds=bounds)
+        for r, kw in enumerate(singles):
+            kw["quality_bounds"] = bounds
+            one = _search(kw, prune=prune)
+            msg = f"row {r}: batch != single {one}\nreproducer: {describe(kw)}"
+            assert res.next_model[r] == (
+                -1 if one.next_model is None else one.next_model
+            ), msg
+            assert tuple(np.flatnonzero(res.supermodel[r])) == one.supermodel, msg
+            assert res.utility[r] == one.utility, msg
+            assert res.quality[r] == one.quality, msg
+            assert res.cost[r] == one.cost, msg
+            assert res.evaluated[r] == one.evaluated, msg
+        for n_threads in (2, 0):
+            _assert_batch_equal(
+                cr.search_supermodel_batch(
+                    **batch, prune=prune, quality_bounds=bounds, n_threads=n_threads
+                ),
+                res,
+                f"n_threads={n_threads}",
+            )
+
+
+# The replay kernel (the inner loop of fitting lambda) with bounds, against a per-query loop
+# of the same backend's search kernel: the compiled replay only recomputes the samples of the
+# model that just ran, and those must be clipped like the others.
+
+
+def _two_phase(rng: np.random.Generator, n: int, k: int) -> dict[str, Any]:
+    def m(low: float, high: float) -> np.ndarray:
+        return rng.uniform(low, high, size=(n, k))
+
+    # Estimates spill outside [0, 1] so that bounds (0, 1) clip the means too.
+    return {
+        "ante_quality": m(-0.2, 1.2),
+        "post_quality": m(-0.3, 1.3),
+        "ante_sd": m(0.05, 0.6),
+        "post_sd": m(0.0, 0.2),
+        "ante_cost": m(0.0, 1.0),
+        "post_cost": m(0.0, 1.0),
+        "true_quality": m(0.0, 1.0),
+        "true_cost": m(0.0, 1.0),
+    }
+
+
+def _replay_by_search(
+    be: Any,
+    d: dict[str, Any],
+    lambdas: np.ndarray,
+    prefer: np.ndarray,
+    normals: np.ndarray,
+    use_sd: bool,
+    opts: dict[str, Any],
+    lower: float,
+    upper: float,
+) -> tuple[np.ndarray, ...]:
+    """``replay_two_phase_kernel``'s documented semantics, one search call per step."""
+    n, k = d["ante_quality"].shape
+    selected, n_run = np.full(n, -1), np.zeros(n, dtype=np.int64)
+    order, cost, quality = np.full((n, k), -1), np.zeros(n), np.zeros(n)
+    for r in range(n):
+        ran = np.zeros(k, dtype=np.uint8)
+        j = 0
+        while j < k:
+            post = ran != 0
+            q = np.where(post, d["post_quality"][r], d["ante_quality"][r])
+            c = np.where(post, d["post_cost"][r], d["ante_cost"][r])
+            sd = (
+                np.where(post, d["post_sd"][r], d["ante_sd"][r])
+                if use_sd
+                else np.zeros(k)
+            )
+            lam = float(lambdas[min(j, len(lambdas) - 1)])
+            nm = be.search(
+                q,
+                c,
+                lam,
+                1 if use_sd else 0,
+                sd,
+                np.zeros((0, 0)),
+                normals,
+                ran,
+                opts["max_depth"],
+                opts["force_order"],
+                opts["prefixes_only"],
+                opts["prune"],
+                bool(prefer[r]),
+                opts["digits"],
+                lower,
+                upper,
+            )[0]
+            if nm < 0:
+                break
+            ran[nm] = 1
+            order[r, j] = nm
+            cost[r] += d["true_cost"][r, nm]
+            j += 1
+        n_run[r] = j
+        if j:
+            if opts["select_last"]:
+                sel = order[r, j - 1]
+            else:
+                runs = np.flatnonzero(ran)
+                sel = runs[np.argmax(d["post_quality"][r, runs])]
+            selected[r], quality[r] = sel, d["true_quality"][r, sel]
+    return selected, n_run, order, cost, quality
+
+
+def _replay_kernel(
+    be: Any,
+    d: dict[str, Any],
+    lambdas: np.ndarray,
+    prefer: np.ndarray,
+    normals: np.ndarray,
+    use_sd: bool,
+    opts: dict[str, Any],
+    *bounds: float,
+    strategy: int = 0,
+    n_threads: int = 1,
+) -> tuple[np.ndarray, ...]:
+    k = d["ante_quality"].shape[1]
+    return be.replay_two_phase(
+        *(
+            d[name]
+            for name in (
+                "ante_quality",
+                "post_quality",
+                "ante_sd",
+                "post_sd",
+                "ante_cost",
+                "post_cost",
+                "true_quality",
+                "true_cost",
+            )
+        ),
+        lambdas,
+        prefer,
+        normals,
+        use_sd,
+        strategy,
+        np.full(k, 0.6),
+        opts["max_depth"],
+        opts["force_order"],
+        opts["prefixes_only"],
+        opts["prune"],
+        opts["digits"],
+        opts["select_last"],
+        *bounds,
+        n_threads=n_threads,
+    )
+
+
+@pytest.mark.parametrize("use_sd", [True, False], ids=["sd", "exact"])
+def test_bounds_replay_kernel_equals_search_loop(backend: str, use_sd: bool) -> None:
+    be = cr._backend.active()
+    rng = np.random.default_rng([47, use_sd])
+    n_differ = 0
+    for trial in range(12):
+        k = int(rng.integers(1, 7))
+        n = 40
+        d = _two_phase(rng, n, k)
+        lambdas = rng.uniform(0.0, 0.4, size=int(rng.integers(1, 4)))
+        prefer = (rng.random(n) < 0.5).astype(np.uint8)
+        normals = cr.standard_normals(k, int(rng.choice([32, 128])), trial % 3)
+        prefixes_only = trial % 4 == 3
+        opts = {
+            "max_depth": int(rng.integers(1, k + 1)),
+            "force_order": bool(trial % 2) or prefixes_only,
+            "prefixes_only": prefixes_only,
+            "prune": trial % 3 != 2,
+            "digits": [8, -1][trial % 2],
+            "select_last": trial % 5 == 4,
+        }
+        bounds = [(0.0, 1.0), (0.0, math.inf), (-math.inf, 0.9), (0.3, 0.8)][trial % 4]
+        got = _replay_kernel(be, d, lambdas, prefer, normals, use_sd, opts, *bounds)
+        want = _replay_by_search(be, d, lambdas, prefer, normals, use_sd, opts, *bounds)
+        for name, x, y in zip(
+            ("selected", "n_run", "order", "cost", "quality"), got, want
+        ):
+            assert np.array_equal(x, y), (
+                f"trial {trial}: {name} differs at {np.flatnonzero(x != y)}"
+            )
+        # Threads do not matter, and the bounds did change some decisions.
+        for x, y in zip(
+            _replay_kernel(
+                be, d, lambdas, prefer, normals, use_sd, opts, *bounds, n_threads=2
+            ),
+            got,
+        ):
+            assert np.array_equal(x, y)
+        free = _replay_kernel(be, d, lambdas, prefer, normals, use_sd, opts)
+        n_differ += int(np.sum(np.any(free[2] != got[2], axis=1)))
+        # The threshold cascade does not search: bounds change nothing.
+        thr = _replay_kernel(be, d, lambdas, prefer, normals, use_sd, opts, strategy=1)
+        thr_b = _replay_kernel(
+            be, d, lambdas, prefer, normals, use_sd, opts, *bounds, strategy=1
+        )
+        for x, y in zip(thr, thr_b):
+            assert np.array_equal(x, y)
+    assert n_differ > 20, n_differ
+
+
+def test_bounds_replay_kernel_backends_agree(fast_backend: str) -> None:
+    rng = np.random.default_rng(48)
+    for trial in range(8):
+        k = int(rng.integers(2, 7))
+        d = _two_phase(rng, 100, k)
+        lambdas = rng.uniform(0.0, 0.3, size=3)
+        prefer = (rng.random(100) < 0.5).astype(np.uint8)
+        normals = cr.standard_normals(k, 128, 0)
+        opts = {
+            "max_depth": k,
+            "force_order": trial % 2 == 0,
+            "prefixes_only": False,
+            "prune": True,
+            "digits": [8, -1][trial % 2],
+            "select_last": False,
+        }
+        use_sd = trial % 4 != 3
+        bounds = draw_bounds(rng, d["ante_quality"], adversarial=trial % 2 == 1)
+        got = _replay_kernel(
+            cr._backend.active(), d, lambdas, prefer, normals, use_sd, opts, *bounds
+        )
+        want = _replay_kernel(
+            cr._backend.get("numpy"), d, lambdas, prefer, normals, use_sd, opts, *bounds
+        )
+        for x, y in zip(got, want):
+            assert np.array_equal(x, y), (trial, bounds)

@@ -80,6 +80,21 @@ TYPE_ERRORS = {
     "em-var-complex": (E(var=[1j, 1, 1]), "var"),
     "em-n_samples-float": (E(var=[1.0] * 3, n_samples=128.0), "n_samples"),
     "em-seed-float": (E(var=[1.0] * 3, seed=1.5), "seed"),
+    # quality_bounds: a (lower, upper) pair of real numbers
+    "bounds-scalar": (S(quality_bounds=1.0), "quality_bounds"),
+    "bounds-str": (S(quality_bounds="01"), "quality_bounds"),
+    "bounds-dict": (S(quality_bounds={0: 0.0, 1: 1.0}), "quality_bounds"),
+    "bounds-set": (S(quality_bounds={0.0, 1.0}), "quality_bounds"),
+    "bounds-str-entry": (S(quality_bounds=(0.0, "1")), "quality_bounds"),
+    "bounds-none-entry": (S(quality_bounds=(None, 1.0)), "quality_bounds"),
+    "bounds-bool-entry": (S(quality_bounds=(False, True)), "quality_bounds"),
+    "bounds-complex-entry": (S(quality_bounds=(0.0, 1j)), "quality_bounds"),
+    "bounds-nested": (S(quality_bounds=([0.0], [1.0])), "quality_bounds"),
+    "batch-bounds-scalar": (B(quality_bounds=0.5), "quality_bounds"),
+    "em-bounds-str-entry": (
+        E(var=[1.0] * 3, quality_bounds=("0", 1)),
+        "quality_bounds",
+    ),
 }
 
 VALUE_ERRORS = {
@@ -182,6 +197,33 @@ VALUE_ERRORS = {
     "em-var-and-cov": (E(var=[1.0] * 3, cov=EYE), ("var", "cov")),
     "em-n_samples": (E(var=[1.0] * 3, n_samples=3), "n_samples"),
     "em-seed-negative": (E(var=[1.0] * 3, seed=-3), "seed"),
+    # quality_bounds: lower < upper, no NaN, finite values within +-MAX_MAGNITUDE
+    "bounds-one-value": (S(quality_bounds=(0.0,)), "quality_bounds"),
+    "bounds-three-values": (S(quality_bounds=[0.0, 0.5, 1.0]), "quality_bounds"),
+    "bounds-empty": (S(quality_bounds=()), "quality_bounds"),
+    "bounds-2d-array": (S(quality_bounds=np.zeros((2, 1))), "quality_bounds"),
+    "bounds-0d-array": (S(quality_bounds=np.array(1.0)), "quality_bounds"),
+    "bounds-reversed": (
+        S(quality_bounds=(1.0, 0.0)),
+        ("quality_bounds", "lower < upper"),
+    ),
+    "bounds-equal": (S(quality_bounds=(0.5, 0.5)), ("quality_bounds", "lower < upper")),
+    "bounds-lower-nan": (S(quality_bounds=(np.nan, 1.0)), ("quality_bounds", "NaN")),
+    "bounds-upper-nan": (S(quality_bounds=(0.0, np.nan)), ("quality_bounds", "NaN")),
+    "bounds-lower-plus-inf": (S(quality_bounds=(np.inf, np.inf)), "quality_bounds"),
+    "bounds-upper-minus-inf": (S(quality_bounds=(-np.inf, -np.inf)), "quality_bounds"),
+    "bounds-huge": (S(quality_bounds=(0.0, 1e300)), "quality_bounds"),
+    "bounds-huge-int": (S(quality_bounds=(-(10**400), 1)), "quality_bounds"),
+    "batch-bounds-reversed": (B(quality_bounds=(1, 0)), "quality_bounds"),
+    "batch-bounds-nan": (
+        B(var=np.ones((2, 3)), quality_bounds=[0, np.nan]),
+        "quality_bounds",
+    ),
+    "em-bounds-reversed": (E(quality_bounds=(1.0, -1.0)), "quality_bounds"),
+    "em-bounds-nan": (
+        E(var=[1.0] * 3, quality_bounds=(np.nan, np.inf)),
+        "quality_bounds",
+    ),
 }
 
 
@@ -242,6 +284,20 @@ def test_valid_edge_inputs_are_accepted(backend: str) -> None:
     res = cr.search_supermodel(np.arange(k) / k, np.ones(k), 10.0, max_depth=1)
     assert res.supermodel == (k - 1,)
     assert cr.expected_max(np.array([1, 2, 3], dtype=np.int16)) == 3.0
+    # quality_bounds: tuples, lists, arrays, ints, NumPy scalars, one-sided infinite bounds.
+    want = cr.search_supermodel(q, cost, 0.5, var=[0.1] * 4, quality_bounds=(0.0, 1.0))
+    for bounds in (
+        [0, 1],
+        np.array([0.0, 1.0]),
+        np.array([0, 1], dtype=np.int8),
+        (np.float32(0.0), np.int64(1)),
+        (-0.0, 1.0),
+    ):
+        got = cr.search_supermodel(q, cost, 0.5, var=[0.1] * 4, quality_bounds=bounds)
+        assert got == want, bounds
+    for bounds in ((-np.inf, 0.6), (0.3, np.inf), (-np.inf, np.inf), (-1e100, 1e100)):
+        assert cr.search_supermodel(q, cost, 0.5, quality_bounds=bounds).supermodel
+        assert np.isfinite(cr.expected_max(q, var=[0.1] * 4, quality_bounds=bounds))
 
 
 # --------------------------------------------------------------------------- fuzzing
@@ -436,11 +492,14 @@ def _valid_call(rng: np.random.Generator, func: str, k: int, n: int) -> dict[str
         kw["cov"] = a @ np.swapaxes(a, -1, -2)
     kw["n_samples"] = int(rng.choice([16, 128]))
     kw["seed"] = int(rng.integers(0, 3))
+    kw["quality_bounds"] = [None, (0.0, 1.0), (-np.inf, 0.5), [0.2, np.inf]][
+        int(rng.integers(4))
+    ]
     return kw
 
 
 ARGS = {
-    "expected_max": ("mean", "var", "cov", "n_samples", "seed"),
+    "expected_max": ("mean", "var", "cov", "n_samples", "seed", "quality_bounds"),
     "search_supermodel": (
         "quality",
         "cost",
@@ -456,6 +515,7 @@ ARGS = {
         "rounding_digits",
         "n_samples",
         "seed",
+        "quality_bounds",
     ),
     "search_supermodel_batch": (
         "quality",
@@ -472,6 +532,7 @@ ARGS = {
         "rounding_digits",
         "n_samples",
         "seed",
+        "quality_bounds",
         "n_threads",
     ),
 }
@@ -559,6 +620,10 @@ _CORE_FUZZ = textwrap.dedent(
     def u8(*shape):
         return np.ascontiguousarray(rng.random(shape) < 0.3, dtype=np.uint8)
 
+    def bounds():
+        # The trailing quality bounds: omitted (the defaults) or given.
+        return [[], [-np.inf, np.inf], [0.0, 1.0], [0.5, np.inf]][int(rng.integers(4))]
+
     def valid(name):
         normals = f64(ns, k) - 0.5
         chol = np.ascontiguousarray(np.tril(f64(k, k)))
@@ -567,14 +632,15 @@ _CORE_FUZZ = textwrap.dedent(
             return [np.ascontiguousarray(a @ a.T)], {}
         if name == "search":
             return [f64(k), f64(k), 0.3, int(rng.integers(0, 3)), f64(k), chol, normals,
-                    np.zeros(k, np.uint8), k, True, False, True, False, 8], {}
+                    np.zeros(k, np.uint8), k, True, False, True, False, 8, *bounds()], {}
         if name == "search_batch":
             return [f64(n, k), f64(n, k), f64(n), int(rng.integers(0, 3)), f64(n, k),
                     np.ascontiguousarray(np.tril(f64(n, k, k))), normals, u8(n, k), k, False,
-                    False, True, u8(n), 8], {"n_threads": 2}
+                    False, True, u8(n), 8, *bounds()], {"n_threads": 2}
         return [f64(n, k), f64(n, k), f64(n, k) * 0.1, f64(n, k) * 0.1, f64(n, k), f64(n, k),
                 f64(n, k), f64(n, k), f64(2), u8(n), normals, bool(rng.random() < 0.5),
-                int(rng.integers(0, 2)), f64(k), k, False, False, True, 8, False], {"n_threads": 2}
+                int(rng.integers(0, 2)), f64(k), k, False, False, True, 8, False, *bounds()], \
+               {"n_threads": 2}
 
     def garbage():
         pool = [None, 0, 1, -1, 2, 3, 255, 2**31 - 1, 2**31, -(2**31) - 1, 2**63 - 1, -(2**63),

@@ -139,6 +139,15 @@ inline int check_threads(int n_threads) {
     return n_threads;
 }
 
+//! Quality bounds: lower < upper (so neither is NaN); -inf / inf mean no bound.
+inline void check_bounds(double lower, double upper) {
+    if (lower < upper) return;
+    auto text = [](double x) { return py::repr(py::float_(x)).cast<std::string>(); };
+    throw py::value_error("the quality bounds must satisfy lower < upper (-inf / inf for no "
+                          "bound, never NaN), got lower=" + text(lower) + ", upper=" +
+                          text(upper));
+}
+
 //! Normals (n_samples, k) for a sampled mode: at least one sample.
 inline Normals check_normals(py::handle obj, int k) {
     py::array a = input<double>(obj, "normals");

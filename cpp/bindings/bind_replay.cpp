@@ -1,5 +1,6 @@
 // Bindings of the strategy replay: replay_two_phase.
 #include <cstdint>
+#include <limits>
 #include <string>
 
 #include "arrays.hpp"
@@ -16,7 +17,8 @@ py::tuple replay_two_phase_py(py::handle ante_quality_obj, py::handle post_quali
                               py::handle normals_obj, bool use_sd, int strategy_int,
                               py::handle thresholds_obj, std::int64_t max_depth,
                               bool force_order, bool prefixes_only, bool prune, int digits,
-                              bool select_last, int n_threads) {
+                              bool select_last, double lower, double upper,
+                              int n_threads) {
     py::array ante_quality = input<double>(ante_quality_obj, "ante_quality");
     if (ante_quality.ndim() != 2)
         throw py::value_error("ante_quality must be 2-D (n, k), got shape " +
@@ -46,6 +48,9 @@ py::tuple replay_two_phase_py(py::handle ante_quality_obj, py::handle post_quali
     opt.prefixes_only = prefixes_only;
     opt.prune = prune;
     opt.digits = check_digits(digits);
+    check_bounds(lower, upper);
+    opt.quality_lower = lower;
+    opt.quality_upper = upper;
     check_threads(n_threads);
 
     ReplayInput in;
@@ -114,7 +119,10 @@ void bind_replay(py::module_& m) {
           py::arg("lambdas"), py::arg("prefer_expensive"), py::arg("normals"),
           py::arg("use_sd"), py::arg("strategy"), py::arg("thresholds"), py::arg("max_depth"),
           py::arg("force_order"), py::arg("prefixes_only"), py::arg("prune"), py::arg("digits"),
-          py::arg("select_last"), py::arg("n_threads") = 1,
+          py::arg("select_last"),
+          py::arg("lower") = -std::numeric_limits<double>::infinity(),
+          py::arg("upper") = std::numeric_limits<double>::infinity(), py::kw_only(),
+          py::arg("n_threads") = 1,
           "Replay a strategy over n queries with two-phase estimates (GIL released): "
           "(selected, n_run, order, cost, quality).");
 }

@@ -43,7 +43,8 @@ py::array cholesky_psd_py(py::handle cov_obj) {
 py::tuple search_py(py::handle quality_obj, py::handle cost_obj, double lam, int mode_int,
                     py::handle sd_obj, py::handle chol_obj, py::handle normals_obj,
                     py::handle ran_obj, std::int64_t max_depth, bool force_order,
-                    bool prefixes_only, bool prune, bool prefer_expensive, int digits) {
+                    bool prefixes_only, bool prune, bool prefer_expensive, int digits,
+                    double lower, double upper) {
     py::array quality = input<double>(quality_obj, "quality");
     if (quality.ndim() != 1)
         throw py::value_error("quality must be 1-D (k,), got shape " + shape_string(quality));
@@ -59,6 +60,9 @@ py::tuple search_py(py::handle quality_obj, py::handle cost_obj, double lam, int
     opt.prefixes_only = prefixes_only;
     opt.prune = prune;
     opt.digits = check_digits(digits);
+    check_bounds(lower, upper);
+    opt.quality_lower = lower;
+    opt.quality_upper = upper;
 
     SearchInput in;
     in.quality = ptr<double>(quality);
@@ -107,7 +111,8 @@ py::tuple search_batch_py(py::handle quality_obj, py::handle cost_obj, py::handl
                           int mode_int, py::handle sd_obj, py::handle chol_obj,
                           py::handle normals_obj, py::handle ran_obj, std::int64_t max_depth,
                           bool force_order, bool prefixes_only, bool prune,
-                          py::handle prefer_obj, int digits, int n_threads) {
+                          py::handle prefer_obj, int digits, double lower, double upper,
+                          int n_threads) {
     py::array quality = input<double>(quality_obj, "quality");
     if (quality.ndim() != 2)
         throw py::value_error("quality must be 2-D (n, k), got shape " + shape_string(quality));
@@ -128,6 +133,9 @@ py::tuple search_batch_py(py::handle quality_obj, py::handle cost_obj, py::handl
     opt.prefixes_only = prefixes_only;
     opt.prune = prune;
     opt.digits = check_digits(digits);
+    check_bounds(lower, upper);
+    opt.quality_lower = lower;
+    opt.quality_upper = upper;
     check_threads(n_threads);
 
     BatchInput in;
@@ -172,6 +180,8 @@ py::tuple search_batch_py(py::handle quality_obj, py::handle cost_obj, py::handl
                           std::move(quality_out), std::move(cost_out), std::move(evaluated));
 }
 
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
 }  // namespace
 
 void bind_search(py::module_& m) {
@@ -181,11 +191,13 @@ void bind_search(py::module_& m) {
           py::arg("mode"), py::arg("sd"), py::arg("chol"), py::arg("normals"), py::arg("ran"),
           py::arg("max_depth"), py::arg("force_order"), py::arg("prefixes_only"),
           py::arg("prune"), py::arg("prefer_expensive"), py::arg("digits"),
+          py::arg("lower") = -kInf, py::arg("upper") = kInf,
           "Best supermodel of one query: (next_model, mask, utility, quality, cost, evaluated).");
     m.def("search_batch", &search_batch_py, py::arg("quality"), py::arg("cost"), py::arg("lam"),
           py::arg("mode"), py::arg("sd"), py::arg("chol"), py::arg("normals"), py::arg("ran"),
           py::arg("max_depth"), py::arg("force_order"), py::arg("prefixes_only"),
           py::arg("prune"), py::arg("prefer_expensive"), py::arg("digits"),
+          py::arg("lower") = -kInf, py::arg("upper") = kInf, py::kw_only(),
           py::arg("n_threads") = 1,
           "search over n queries (GIL released): (next_model, mask, utility, quality, cost, "
           "evaluated).");

@@ -57,7 +57,7 @@ BatchStatus replay_two_phase(const ReplayInput& in, std::size_t n, int k, const 
                     q.prefer_expensive = in.prefer_expensive[r] != 0;
                     if (sampled) {
                         const double* asd = in.ante_sd + r * kk;
-                        for (int i = 0; i < k; ++i) ws.fill_column(i, aq[i], asd[i]);
+                        for (int i = 0; i < k; ++i) ws.fill_column(i, aq[i], asd[i], opt);
                     }
                 }
                 int j = 0;
@@ -88,9 +88,10 @@ BatchStatus replay_two_phase(const ReplayInput& in, std::size_t n, int k, const 
                     if (search_strategy) {
                         q_cur[nm] = pq[nm];
                         c_cur[nm] = pc[nm];
+                        // Only this column changes; it is clipped like all the others.
                         if (sampled)
                             ws.fill_column(nm, pq[nm],
-                                           in.post_sd[r * kk + static_cast<std::size_t>(nm)]);
+                                           in.post_sd[r * kk + static_cast<std::size_t>(nm)], opt);
                     }
                     ++j;
                 }

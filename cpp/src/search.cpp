@@ -227,6 +227,13 @@ struct Best {
     }
 };
 
+// Clip in place: v = min(max(v, lower), upper) with std::max / std::min, i.e. `v < lower ?
+// lower : v`, then `upper < v ? upper : v`: the comparisons of the reference's clip_values,
+// so every backend keeps the same value (signed zeros included; a NaN stays NaN).
+inline void clip_values(double* values, std::size_t n, double lower, double upper) {
+    for (std::size_t i = 0; i < n; ++i) values[i] = std::min(std::max(values[i], lower), upper);
+}
+
 // Largest |value| over a column, and a value that is NaN iff the column holds a non-finite
 // value (v - v is +0.0 for finite v and NaN otherwise). Max is exact, so the order of the
 // lanes cannot change the result.
@@ -476,7 +483,7 @@ void SearchWorkspace::set_normals(const Normals& normals, int k, bool transpose)
     u_sample_step_ = 1;
 }
 
-void SearchWorkspace::fill_column(int i, double quality, double sd) {
+void SearchWorkspace::fill_column(int i, double quality, double sd, const SearchOptions& opt) {
     // z = q + u * sd, as the reference (one rounding for the product, one for the sum).
     const std::size_t ns = ns_;
     const std::size_t step = u_sample_step_;
@@ -487,10 +494,12 @@ void SearchWorkspace::fill_column(int i, double quality, double sd) {
     } else {
         for (std::size_t s = 0; s < ns; ++s) col[s] = quality + u[s * step] * sd;
     }
+    if (has_quality_bounds(opt)) clip_values(col, ns, opt.quality_lower, opt.quality_upper);
     column_stats(col, ns, col_maxabs_[i], col_check_[i]);
 }
 
-void SearchWorkspace::fill_column_chol(int i, double quality, const double* chol_row) {
+void SearchWorkspace::fill_column_chol(int i, double quality, const double* chol_row,
+                                       const SearchOptions& opt) {
     // z = q, then += u_j * L_ij for j = 0..i, in this order (as the reference).
     const std::size_t ns = ns_;
     const std::size_t step = u_sample_step_;
@@ -505,6 +514,7 @@ void SearchWorkspace::fill_column_chol(int i, double quality, const double* chol
             for (std::size_t s = 0; s < ns; ++s) col[s] += u[s * step] * l;
         }
     }
+    if (has_quality_bounds(opt)) clip_values(col, ns, opt.quality_lower, opt.quality_upper);
     column_stats(col, ns, col_maxabs_[i], col_check_[i]);
 }
 
@@ -535,6 +545,14 @@ Status search_prepared(const SearchInput& in, int k, const SearchOptions& opt,
             cx.ranmask |= std::uint64_t{1} << i;
         }
     }
+    // Exact means: Q(M) is the max of the clipped means (the caller's array stays untouched).
+    double clipped[kMaxModels];
+    const double* means = in.quality;
+    if (!sampled && has_quality_bounds(opt)) {
+        std::copy(in.quality, in.quality + k, clipped);
+        clip_values(clipped, static_cast<std::size_t>(k), opt.quality_lower, opt.quality_upper);
+        means = clipped;
+    }
     double maxabs = 0.0;
     double check = 0.0;
     if (sampled) {
@@ -544,9 +562,9 @@ Status search_prepared(const SearchInput& in, int k, const SearchOptions& opt,
         }
     } else {
         for (int i = 0; i < k; ++i) {
-            const double a = std::fabs(in.quality[i]);
+            const double a = std::fabs(means[i]);
             if (a > maxabs) maxabs = a;
-            check += in.quality[i] - in.quality[i];
+            check += means[i] - means[i];
         }
     }
     double tol = kPruneSlack * (1.0 + maxabs + in.lam * total_cost);
@@ -568,7 +586,7 @@ Status search_prepared(const SearchInput& in, int k, const SearchOptions& opt,
         if (cx.n_ran > 0) q_root = numpy_sum(rowmax, ns) / static_cast<double>(ns);
     } else {
         for (int i = 0; i < k; ++i)
-            if (in.ran[i] != 0 && in.quality[i] > q_root) q_root = in.quality[i];
+            if (in.ran[i] != 0 && means[i] > q_root) q_root = means[i];
     }
     ws.qual_[0] = q_root;
     ws.cst_[0] = cost_root;
@@ -585,7 +603,7 @@ Status search_prepared(const SearchInput& in, int k, const SearchOptions& opt,
                                      ns >= 8 && ns <= 128 && opt.use_avx && cpu_has_avx()};
         enumerate(quality, cx, opt, ws, best, evaluated);
     } else {
-        const ExactQuality quality{in.quality, ws.qual_};
+        const ExactQuality quality{means, ws.qual_};
         enumerate(quality, cx, opt, ws, best, evaluated);
     }
 
@@ -622,11 +640,12 @@ Status search(const SearchInput& in, int k, const SearchOptions& opt, SearchWork
         case Mode::exact:
             break;
         case Mode::independent:
-            for (int i = 0; i < k; ++i) ws.fill_column(i, in.quality[i], in.sd[i]);
+            for (int i = 0; i < k; ++i) ws.fill_column(i, in.quality[i], in.sd[i], opt);
             break;
         case Mode::covariance:
             for (int i = 0; i < k; ++i)
-                ws.fill_column_chol(i, in.quality[i], in.chol + static_cast<std::size_t>(i) * k);
+                ws.fill_column_chol(i, in.quality[i], in.chol + static_cast<std::size_t>(i) * k,
+                                    opt);
             break;
     }
     return search_prepared(in, k, opt, ws, out);

@@ -6,6 +6,10 @@ positional arguments and results of the NumPy reference kernels in
 ``replay_two_phase_kernel``) and agree with them bit for bit (the mean over samples uses
 NumPy's pairwise summation).
 
+Every kernel ends with the quality bounds ``lower``, ``upper`` (default ``-inf`` / ``inf``: no
+bound; ``lower < upper`` is required, ValueError otherwise): each quality sample (mode 0: each
+mean) is clipped to ``[lower, upper]`` as soon as it is computed. ``n_threads`` is keyword-only.
+
 Arrays are taken as they are, never copied: they must be NumPy arrays of the stated dtype
 (``TypeError`` otherwise; masks may be ``uint8`` or ``bool``), C-contiguous and aligned, of the
 stated shape, with finite values (``ValueError`` otherwise). Arrays that the chosen mode does
@@ -53,6 +57,8 @@ def search(
     prune: bool,
     prefer_expensive: bool,
     digits: int,
+    lower: float = ...,
+    upper: float = ...,
 ) -> tuple[int, NDArray[np.uint8], float, float, float, int]:
     """Best supermodel ``M ⊇ ran`` of one query (see ``_reference.search_kernel``).
 
@@ -78,6 +84,9 @@ def search(
         Search options (see :func:`cascade_routing.search_supermodel`).
     digits : int
         Round utilities to this many decimals (0..15) before comparing; -1 = no rounding.
+    lower, upper : float
+        Quality bounds, ``lower < upper``: every sample (mode 0: every mean) is clipped to
+        ``[lower, upper]``; ``-inf`` / ``inf`` (the defaults) mean no bound.
 
     Returns
     -------
@@ -101,6 +110,9 @@ def search_batch(
     prune: bool,
     prefer_expensive: NDArray[np.uint8] | NDArray[np.bool_],
     digits: int,
+    lower: float = ...,
+    upper: float = ...,
+    *,
     n_threads: int = 1,
 ) -> tuple[
     NDArray[np.int64],
@@ -114,7 +126,8 @@ def search_batch(
 
     ``quality``, ``cost``, ``ran``: ``(n, k)``; ``lam``, ``prefer_expensive``: ``(n,)``;
     ``sd``: ``(n, k)`` in mode 1; ``chol``: ``(n, k, k)`` in mode 2; ``normals``:
-    ``(n_samples, k)`` shared by all queries. The GIL is released and the rows are split over
+    ``(n_samples, k)`` shared by all queries; ``lower``, ``upper``: quality bounds for all
+    queries. The GIL is released and the rows are split over
     ``n_threads`` threads (0 = one per core).
 
     Returns
@@ -145,6 +158,9 @@ def replay_two_phase(
     prune: bool,
     digits: int,
     select_last: bool,
+    lower: float = ...,
+    upper: float = ...,
+    *,
     n_threads: int = 1,
 ) -> tuple[
     NDArray[np.int64],
@@ -159,8 +175,9 @@ def replay_two_phase(
     ``(n, k)`` float64 (``ante_sd``, ``post_sd`` and ``normals (n_samples, k)`` only with
     ``use_sd`` and strategy 0); ``lambdas``: ``(n_steps >= 1,)`` for strategy 0;
     ``prefer_expensive``: ``(n,)``; ``thresholds``: at least ``k - 1`` entries for strategy 1.
-    ``strategy``: 0 = supermodel search, 1 = threshold cascade. The GIL is released and the
-    rows are split over ``n_threads`` threads (0 = one per core).
+    ``strategy``: 0 = supermodel search, 1 = threshold cascade; ``lower``, ``upper``: quality
+    bounds of the search (strategy 0), also for the samples recomputed after each model runs.
+    The GIL is released and the rows are split over ``n_threads`` threads (0 = one per core).
 
     Returns
     -------

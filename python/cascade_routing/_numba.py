@@ -34,17 +34,55 @@ _ns["numpy_sum"] = numpy_sum
 _ns["_row_sum"] = numpy_sum
 
 _ns["max_into_and_sum"] = _jit(_rebind(ref.max_into_and_sum_fused))
-for _name in ("transform_rows", "make_workspace", "search_with_workspace"):
+for _name in (
+    "has_bounds",
+    "clip_values",
+    "transform_rows",
+    "make_workspace",
+    "search_with_workspace",
+):
     _ns[_name] = _jit(_rebind(getattr(ref, _name)))
 
-search = _jit(_rebind(ref.search_kernel))
-_search_batch = _jit(_rebind(ref.search_batch_kernel))
-_replay = _jit(_rebind(ref.replay_two_phase_kernel))
+
+def _all_arguments(fn, compiled):  # type: ignore[no-untyped-def]
+    """``compiled`` (the Numba version of ``fn``), always called with every argument given.
+
+    Numba's dispatcher resolves a call that leaves out a default argument in Python, about
+    70 us per call (more than a whole search with 11 models), so the defaults (the trailing
+    quality bounds) are filled in here first.
+    """
+    import inspect
+
+    defaults = fn.__defaults__ or ()
+    n_all = fn.__code__.co_argcount
+    n_required = n_all - len(defaults)
+    signature = inspect.signature(fn)
+
+    def call(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if len(args) == n_all and not kwargs:  # the engine's calls
+            return compiled(*args)
+        if not kwargs and n_required <= len(args) < n_all:
+            return compiled(*args, *defaults[len(args) - n_required :])
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return compiled(*bound.args)
+
+    call.__name__, call.__qualname__, call.__doc__ = fn.__name__, fn.__name__, fn.__doc__
+    return call
 
 
-def search_batch(*args, n_threads=1):  # type: ignore[no-untyped-def]
-    return _search_batch(*args)
+search = _all_arguments(ref.search_kernel, _jit(_rebind(ref.search_kernel)))
+_search_batch = _all_arguments(
+    ref.search_batch_kernel, _jit(_rebind(ref.search_batch_kernel))
+)
+_replay = _all_arguments(
+    ref.replay_two_phase_kernel, _jit(_rebind(ref.replay_two_phase_kernel))
+)
 
 
-def replay_two_phase(*args, n_threads=1):  # type: ignore[no-untyped-def]
-    return _replay(*args)
+def search_batch(*args, n_threads=1, **kwargs):  # type: ignore[no-untyped-def]
+    return _search_batch(*args, **kwargs)
+
+
+def replay_two_phase(*args, n_threads=1, **kwargs):  # type: ignore[no-untyped-def]
+    return _replay(*args, **kwargs)

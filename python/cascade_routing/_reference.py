@@ -16,6 +16,11 @@ Conventions
 * ``normals``: fixed standard-normal QMC samples ``(n_samples, k)``, shared by all candidate
   supermodels of one decision (common random numbers: ``Q`` is exactly monotone and submodular).
 * ``digits``: round utilities to this many decimals before comparing them; -1 = no rounding.
+* ``lower``, ``upper``: quality bounds (trailing arguments of every kernel; ``-inf`` / ``inf``,
+  the defaults, mean no bound). Every quality sample (mode 0: every mean) is clipped to
+  ``[lower, upper]`` as soon as it is computed, so ``Q(M) = E[max_{i in M} clip(Z_i)]``.
+  Clipping is monotone (``max(clip(a), clip(b)) = clip(max(a, b))``): ``Q`` stays exactly
+  monotone and submodular and pruning stays exact.
 * Results of a search: ``(next_model, mask, utility, quality, cost, evaluated)`` where
   ``next_model`` is -1 for stop.
 """
@@ -56,14 +61,32 @@ def cholesky_psd(cov):
     return lower
 
 
-def transform_rows(quality, mode, sd, chol, normals_t, zt):
+def has_bounds(lower, upper):
+    """Whether ``[lower, upper]`` clips anything (the infinite default bounds do not)."""
+    return lower > -np.inf or upper < np.inf
+
+
+def clip_values(values, lower, upper):
+    """Clip in place: ``v = min(max(v, lower), upper)``.
+
+    Spelled as comparisons, ``max(v, b) = b if v < b else v`` and ``min(v, b) = b if b < v
+    else v`` (C++'s ``std::max`` / ``std::min``), so that every backend keeps the same value,
+    signed zeros included.
+    """
+    values[values < lower] = lower
+    values[upper < values] = upper
+
+
+def transform_rows(quality, mode, sd, chol, normals_t, zt, lower=-np.inf, upper=np.inf):
     """Write the quality samples of model ``i`` into row ``zt[i]`` (``normals_t`` is ``U^T``).
 
-    ``Z = q + U L^T`` (mode 2) or ``q + U * sd`` (mode 1). Vectorised over samples; per
-    element the operations run in the same order as the loops of the compiled core (q, then
-    + u_0 * l_0, + u_1 * l_1, ...), so the bits agree.
+    ``Z = q + U L^T`` (mode 2) or ``q + U * sd`` (mode 1), each sample then clipped to
+    ``[lower, upper]``. Vectorised over samples; per element the operations run in the same
+    order as the loops of the compiled core (q, then + u_0 * l_0, + u_1 * l_1, ..., then the
+    clip), so the bits agree.
     """
     k = quality.shape[0]
+    bounded = has_bounds(lower, upper)
     for i in range(k):
         row = zt[i]
         row[:] = quality[i]
@@ -72,14 +95,17 @@ def transform_rows(quality, mode, sd, chol, normals_t, zt):
         else:
             for j in range(i + 1):
                 row += normals_t[j] * chol[i, j]
+        if bounded:
+            clip_values(row, lower, upper)
 
 
-def transform_samples(quality, mode, sd, chol, normals):
-    """Quality samples ``Z = q + U L^T`` (mode 2), ``q + U * sd`` (mode 1); ``(n_samples, k)``."""
+def transform_samples(quality, mode, sd, chol, normals, lower=-np.inf, upper=np.inf):
+    """Quality samples ``Z = q + U L^T`` (mode 2), ``q + U * sd`` (mode 1); ``(n_samples, k)``,
+    clipped to ``[lower, upper]``."""
     ns = normals.shape[0]
     k = quality.shape[0]
     zt = np.empty((k, ns))
-    transform_rows(quality, mode, sd, chol, np.ascontiguousarray(normals.T), zt)
+    transform_rows(quality, mode, sd, chol, np.ascontiguousarray(normals.T), zt, lower, upper)
     return np.ascontiguousarray(zt.T)
 
 
@@ -199,20 +225,23 @@ def search_kernel(
     prune,
     prefer_expensive,
     digits,
+    lower=-np.inf,
+    upper=np.inf,
 ):
     """Best supermodel ``M ⊇ ran`` for one query; see ALGORITHM.md §3–§4.
 
     Enumerates supersets of ``ran`` once each, depth first, adding model indices in increasing
     order (so candidates are visited in lexicographic order of the tuples of added models).
     Ties in the rounded utility go to the cheaper (or, with ``prefer_expensive``, the dearer)
-    supermodel, then to the one visited first.
+    supermodel, then to the one visited first. Quality samples (mode 0: means) are clipped to
+    ``[lower, upper]``.
     """
     k = quality.shape[0]
     ns = normals.shape[0] if mode != 0 else 0
     ws = make_workspace(k, ns)
     res = search_with_workspace(
         quality, cost, lam, mode, sd, chol, np.ascontiguousarray(normals.T), ran, max_depth,
-        force_order, prefixes_only, prune, prefer_expensive, digits, ws,
+        force_order, prefixes_only, prune, prefer_expensive, digits, ws, lower, upper,
     )
     return res[0], ws[6].copy(), res[1], res[2], res[3], res[4]
 
@@ -233,6 +262,8 @@ def search_with_workspace(
     prefer_expensive,
     digits,
     ws,
+    lower=-np.inf,
+    upper=np.inf,
 ):
     """:func:`search_kernel` with ``U^T`` given and scratch arrays from :func:`make_workspace`.
 
@@ -244,7 +275,11 @@ def search_with_workspace(
     ns = normals_t.shape[1] if sampled else 0
     zt, rowmax, qual, cst, nxt, path, best_mask = ws
     if sampled:
-        transform_rows(quality, mode, sd, chol, normals_t, zt)
+        transform_rows(quality, mode, sd, chol, normals_t, zt, lower, upper)
+    elif has_bounds(lower, upper):
+        # Exact means: Q(M) = max of the clipped means (the caller's array stays untouched).
+        quality = quality.copy()
+        clip_values(quality, lower, upper)
     scale = 10.0**digits if digits >= 0 else 0.0
 
     n_ran = 0
@@ -410,8 +445,10 @@ def search_batch_kernel(
     prune,
     prefer_expensive,
     digits,
+    lower=-np.inf,
+    upper=np.inf,
 ):
-    """``search_kernel`` over ``n`` queries.
+    """``search_kernel`` over ``n`` queries (the same quality bounds for all).
 
     ``quality``, ``cost``, ``ran``: ``(n, k)``; ``lam``, ``prefer_expensive``: ``(n,)``;
     ``sd``: ``(n, k)`` standard deviations (mode 1); ``chol``: ``(n, k, k)`` Cholesky factors
@@ -445,6 +482,8 @@ def search_batch_kernel(
             prefer_expensive[r] != 0,
             digits,
             ws,
+            lower,
+            upper,
         )
         nxt[r] = res[0]
         masks[r] = ws[6]
@@ -476,6 +515,8 @@ def replay_two_phase_kernel(
     prune,
     digits,
     select_last,
+    lower=-np.inf,
+    upper=np.inf,
 ):
     """Replay a strategy over ``n`` queries with a two-phase (ex-ante / post-hoc) estimator.
 
@@ -486,7 +527,8 @@ def replay_two_phase_kernel(
     below ``thresholds[j]``). ``strategy``: 0 = supermodel search, 1 = threshold cascade.
     ``use_sd``: 1 = independent uncertainty with standard deviations ``ante_sd`` / ``post_sd``,
     0 = exact means. The answer is the last model run when ``select_last``, else the run model
-    with the highest post-hoc estimate (ties: lowest index).
+    with the highest post-hoc estimate (ties: lowest index). ``lower``, ``upper``: quality
+    bounds of the supermodel search (the answer is still chosen by the unclipped estimates).
 
     Returns ``selected (n,)``, ``n_run (n,)``, ``order (n, k)`` (models in the order run, -1
     padded), ``cost (n,)`` (true cost of all models run) and ``quality (n,)`` (true quality of
@@ -546,6 +588,8 @@ def replay_two_phase_kernel(
                     prefer_expensive[r] != 0,
                     digits,
                     ws,
+                    lower,
+                    upper,
                 )
                 nm = res[0]
             if nm < 0:

@@ -11,6 +11,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <memory>
 
 namespace cascade_routing {
@@ -50,7 +51,18 @@ struct SearchOptions {
     bool prune = true;           //!< drop children with a negative marginal gain (Lemma 1)
     int digits = 8;              //!< round utilities to this many decimals; -1 = no rounding
     bool use_avx = true;         //!< allow the AVX kernel where the CPU has it (same results)
+    //! Quality bounds, lower < upper (infinite = no bound): every quality sample (exact mode:
+    //! every mean) is clipped to [quality_lower, quality_upper] as soon as it is computed, so
+    //! Q(M) = E[max_{i in M} clip(Z_i)] (still monotone and submodular: pruning stays exact).
+    double quality_lower = -std::numeric_limits<double>::infinity();
+    double quality_upper = std::numeric_limits<double>::infinity();
 };
+
+//! Whether the quality bounds of `options` clip anything (the infinite defaults do not).
+inline bool has_quality_bounds(const SearchOptions& options) noexcept {
+    return options.quality_lower > -std::numeric_limits<double>::infinity() ||
+           options.quality_upper < std::numeric_limits<double>::infinity();
+}
 
 //! Fixed standard-normal samples `(n_samples, k)`, row-major, shared by all candidates.
 struct Normals {
@@ -91,9 +103,11 @@ public:
     //! With `transpose` they are copied column by column into the workspace (worth it when
     //! many queries share them); otherwise they are read in place and must outlive the use.
     void set_normals(const Normals& normals, int k, bool transpose = true);
-    //! Compute the quality samples of model `i` (column i of Z) and their largest |value|.
-    void fill_column(int i, double quality, double sd);
-    void fill_column_chol(int i, double quality, const double* chol_row);
+    //! Compute the quality samples of model `i` (column i of Z), clipped to the quality
+    //! bounds of `options`, and their largest |value|.
+    void fill_column(int i, double quality, double sd, const SearchOptions& options);
+    void fill_column_chol(int i, double quality, const double* chol_row,
+                          const SearchOptions& options);
 
     // Internal state, exposed for the search kernels (treat as private).
     int k_ = 0;
@@ -132,7 +146,8 @@ Status search(const SearchInput& in, int k, const SearchOptions& options, Search
               SearchResult& out);
 
 //! As `search`, with the quality samples already in `ws` (every column filled with
-//! `fill_column` / `fill_column_chol`); `in.quality` is then only used in mode 0.
+//! `fill_column` / `fill_column_chol` with the same `options`); `in.quality` is then only
+//! used in mode 0 (where the search clips the means itself).
 Status search_prepared(const SearchInput& in, int k, const SearchOptions& options,
                        SearchWorkspace& ws, SearchResult& out);
 
