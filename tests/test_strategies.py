@@ -462,3 +462,33 @@ def test_decisions_are_thread_safe() -> None:
         for chunk, got, rep in pool.map(decide, range(8)):
             assert got == [expected[i] for i in range(chunk, 400, 8)]
             same_replay(rep, expected_replay)
+
+
+@pytest.mark.parametrize("bounds", [(0.0, 1.0), (-np.inf, 0.9)])
+def test_quality_bounds_reach_every_decision_path(bounds, tmp_path) -> None:
+    qe, ce, models, queries, answers, q, c = synthetic(250, 4, 15)
+    strat = CascadeRouter(qe, ce, models, quality_bounds=bounds).fit(
+        queries, answers, q, c, budget=float(c.mean()) * 0.5
+    )
+    compiled = strat.replay(queries, answers, q, c)
+    same_replay(compiled, strat.replay(queries, answers, q, c, engine="python"))
+    opaque = CascadeRouter(Opaque(qe), Opaque(ce), models, order=list(strat.model_order), quality_bounds=bounds)
+    opaque.set_lambdas(strat.lambdas_, lambdas_expensive=strat.lambdas_expensive_, gamma=strat.gamma_)
+    same_replay(compiled, opaque.replay(queries, answers, q, c))
+    path = tmp_path / "bounded.json"
+    strat.save(path)
+    loaded = Strategy.load(path, qe, ce)
+    assert loaded.quality_bounds == (float(bounds[0]), float(bounds[1]))
+    same_replay(compiled, loaded.replay(queries, answers, q, c))
+    # The bounds change decisions: the same multipliers without them decide differently.
+    unbounded = CascadeRouter(qe, ce, models, order=list(strat.model_order))
+    unbounded.set_lambdas(strat.lambdas_, lambdas_expensive=strat.lambdas_expensive_, gamma=strat.gamma_)
+    assert not np.array_equal(unbounded.replay(queries, answers, q, c).order, compiled.order)
+
+
+def test_quality_bounds_are_validated() -> None:
+    qe, ce, models, *_ = synthetic(10, 3, 16)
+    with pytest.raises(ValueError, match="quality_bounds"):
+        CascadeRouter(qe, ce, models, quality_bounds=(1.0, 0.0))
+    with pytest.raises(TypeError, match="quality_bounds"):
+        CascadeRouter(qe, ce, models, quality_bounds="0,1")

@@ -58,6 +58,18 @@ def _strategies(text: str | None) -> list[str]:
     return keys
 
 
+def _bounds(text: str | None) -> tuple[float, float] | None:
+    if not text:
+        return None
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError as exc:
+        raise CliError(f"--quality-bounds takes two numbers like 0,1 (got {text!r})") from exc
+    if not low < high:
+        raise CliError(f"--quality-bounds: the lower bound must be below the upper, got {text!r}")
+    return low, high
+
+
 def _pool(text: str | None, data: datasets.Dataset) -> list[str] | None:
     if text is None:
         return None
@@ -146,7 +158,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             data, tables, train, test,
             strategies=_strategies(args.strategies), max_depth=args.max_depth, lambdas=args.lambdas,
             n_trials=args.trials, n_boot=args.bootstrap, seed=args.seed, n_threads=args.threads,
-            progress=progress, name=data.name,
+            progress=progress, name=data.name, quality_bounds=_bounds(args.quality_bounds),
         )
     finally:
         close()
@@ -263,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-depth", type=int, default=5, help="largest supermodel of cascade routing")
     ev.add_argument("--lambdas", choices=["constant", "per_step"], default="constant")
     ev.add_argument("--trials", type=int, default=200, help="per-step search evaluations")
+    ev.add_argument("--quality-bounds", metavar="LO,HI", help="clip quality samples to [LO, HI] in expected maxima, e.g. 0,1 for probabilities")
     ev.add_argument("--split", choices=["auto", "source", "random"], default="auto", help="auto: the paper's split for RouterBench, the source's split where the data has one, else random")
     ev.add_argument("--test-size", type=float, default=0.5, help="test fraction of a random split")
     ev.add_argument("--out", default=DEFAULT_OUT, help="folder for the plot and the JSON")

@@ -34,7 +34,7 @@ STRATEGY_LABELS: dict[str, str] = {
 }
 
 
-def make_strategy(key: str, tables: TwoPhaseTables, models: Sequence[str], *, max_depth: int | None = 5, seed: int = 0) -> Strategy:
+def make_strategy(key: str, tables: TwoPhaseTables, models: Sequence[str], *, max_depth: int | None = 5, seed: int = 0, quality_bounds: tuple[float, float] | None = None) -> Strategy:
     """One strategy over two-phase estimate tables, in the paper's configuration.
 
     The models are taken in the given order (the evaluation passes them sorted by mean
@@ -43,7 +43,7 @@ def make_strategy(key: str, tables: TwoPhaseTables, models: Sequence[str], *, ma
     """
     qe = tables.quality_estimator()
     ce = tables.cost_estimator()
-    common: dict[str, Any] = {"order": "given", "seed": seed}
+    common: dict[str, Any] = {"order": "given", "seed": seed, "quality_bounds": quality_bounds}
     if key == "routing":
         return Router(qe, ce, models, **common)
     if key == "threshold_cascade":
@@ -184,6 +184,7 @@ def evaluate(
     n_threads: int = 1,
     name: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    quality_bounds: tuple[float, float] | None = None,
 ) -> Evaluation:
     """Fit each strategy on ``train_rows`` at every budget and replay it on ``test_rows``.
 
@@ -207,6 +208,8 @@ def evaluate(
         Bootstrap replicates and level over test queries; ``seed`` also seeds the fits.
     progress : callable, optional
         ``progress(done, total)`` after each (strategy, budget) fit.
+    quality_bounds : (float, float), optional
+        Clip quality samples in expected maxima (see :class:`~cascade_routing.Strategy`).
     """
     started = time.perf_counter()
     for key in strategies:
@@ -239,7 +242,7 @@ def evaluate(
     done = 0
     curves: dict[str, Curve] = {}
     for key in strategies:
-        strat = make_strategy(key, tab, models, max_depth=max_depth, seed=seed)
+        strat = make_strategy(key, tab, models, max_depth=max_depth, seed=seed, quality_bounds=quality_bounds)
         pq_cost = np.empty((len(budgets), test.size))
         pq_quality = np.empty((len(budgets), test.size))
         statuses, lams, gammas = [], [], []
@@ -281,6 +284,7 @@ def evaluate(
             "n_boot": n_boot,
             "alpha": alpha,
             "seed": seed,
+            "quality_bounds": None if quality_bounds is None else list(quality_bounds),
             "budgets": [float(b) for b in budgets],
         },
         seconds=time.perf_counter() - started,

@@ -24,7 +24,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from . import _backend
 from ._arrays import finite_array
-from .engine import _check_psd, standard_normals
+from .engine import _check_bounds, _check_psd, standard_normals
 from .estimators import (
     ConstantCost,
     QualityEstimate,
@@ -203,6 +203,7 @@ class _CompiledReplayer(_Replayer):
             True,
             s._digits(),
             is_threshold,
+            *s.bounds_,
             n_threads=self.n_threads,
         )
         return _to_given_order(s.order_, np.asarray(sel), np.asarray(n_run), np.asarray(order), np.asarray(cst), np.asarray(qual))
@@ -369,6 +370,9 @@ class Strategy:
         Sobol samples for expected maxima under uncertainty.
     seed : int
         Seed of the per-query γ coin.
+    quality_bounds : (float, float), optional
+        Clip quality samples to these bounds when computing expected maxima (e.g. ``(0, 1)``
+        for probabilities of a correct answer); see :func:`cascade_routing.search_supermodel`.
     """
 
     kind = "strategy"
@@ -387,6 +391,7 @@ class Strategy:
         n_samples: int = 128,
         sample_seed: int = 0,
         seed: int = 0,
+        quality_bounds: tuple[float, float] | None = None,
     ) -> None:
         if not hasattr(quality_estimator, "predict"):
             raise TypeError("quality_estimator must have a predict(queries, answers) method")
@@ -415,6 +420,8 @@ class Strategy:
         standard_normals(1, self.n_samples, 0)  # validates n_samples early
         self.sample_seed = int(sample_seed)
         self.seed = int(seed)
+        self.bounds_ = _check_bounds(quality_bounds)
+        self.quality_bounds = None if quality_bounds is None else self.bounds_
         self.lambdas_: NDArray[np.float64] | None = None
         self.lambdas_expensive_: NDArray[np.float64] | None = None
         self.gamma_: float = 0.0
@@ -445,6 +452,10 @@ class Strategy:
             "n_samples": self.n_samples,
             "sample_seed": self.sample_seed,
             "seed": self.seed,
+            # JSON has no infinity: an unbounded side is null.
+            "quality_bounds": None if self.quality_bounds is None else [
+                b if math.isfinite(b) else None for b in self.quality_bounds
+            ],
         }
 
     @property
@@ -502,7 +513,8 @@ class Strategy:
         nm = be.search_batch(
             np.ascontiguousarray(mean), np.ascontiguousarray(cst), np.full(n, lam), mode, sd, chol, normals,
             np.ascontiguousarray(ran, dtype=np.uint8), self._depth(k), self.force_order, self.prefixes_only,
-            True, np.full(n, 1 if prefer_expensive else 0, dtype=np.uint8), self._digits(), n_threads=n_threads,
+            True, np.full(n, 1 if prefer_expensive else 0, dtype=np.uint8), self._digits(), *self.bounds_,
+            n_threads=n_threads,
         )[0]
         return np.asarray(nm, dtype=np.int64)
 
@@ -560,6 +572,7 @@ class Strategy:
         nm, mask, util, _, _, _ = be.search(
             q, c, lam, mode, np.ascontiguousarray(sd), np.ascontiguousarray(chol), normals, ran_sub,
             max(depth, j), self.force_order, self.prefixes_only, True, expensive, self._digits(),
+            *self.bounds_,
         )
         members = tuple(sorted(int(perm[sub[i]]) for i in np.flatnonzero(np.asarray(mask))))
         if nm < 0:
@@ -1252,6 +1265,15 @@ def load_policy(path: str | Path, quality_estimator: Any, cost_estimator: Any, *
         "sample_seed": settings.get("sample_seed", 0),
         "seed": settings.get("seed", 0),
     }
+    bounds = settings.get("quality_bounds")
+    if bounds is not None:
+        try:
+            kwargs["quality_bounds"] = (
+                -math.inf if bounds[0] is None else bounds[0],
+                math.inf if bounds[1] is None else bounds[1],
+            )
+        except (TypeError, IndexError, KeyError) as exc:
+            raise ValueError(f"{p} is a corrupted policy file: quality_bounds {bounds!r}") from exc
     if cls is not Router:
         kwargs["max_depth"] = settings.get("max_depth")
     if cls is CascadeRouter:
