@@ -32,6 +32,10 @@ Prefer = Literal["cheapest", "expensive"]
 _NUMERIC_KINDS = "fiub"
 
 
+_min = np.minimum.reduce  # the ufunc reductions directly: no Python wrapper per call
+_max = np.maximum.reduce
+
+
 def _all_finite(arr: NDArray[np.float64]) -> bool:
     # A finite sum proves every element finite; only an overflowing sum needs the full check.
     if math.isfinite(float(arr.sum())):
@@ -67,9 +71,11 @@ def _float_array(value: Any, name: str, ndim: int | tuple[int, ...]) -> NDArray[
     if out.ndim not in dims:
         want = " or ".join(f"{d}-D" for d in dims)
         raise ValueError(f"{name} must be {want}, got shape {out.shape}")
-    if not _all_finite(out):
-        raise ValueError(f"{name} contains NaN or infinite values; pass finite numbers")
-    if out.size and max(out.max(), -out.min()) > MAX_MAGNITUDE:
+    # min and max within +-MAX_MAGNITUDE prove every value finite and in range (NaN fails
+    # both comparisons); only then is the slower diagnosis needed.
+    if out.size and not (-MAX_MAGNITUDE <= _min(out, axis=None) and _max(out, axis=None) <= MAX_MAGNITUDE):
+        if not _all_finite(out):
+            raise ValueError(f"{name} contains NaN or infinite values; pass finite numbers")
         raise ValueError(f"{name} has values beyond +-{MAX_MAGNITUDE:g}; rescale them")
     return out
 
@@ -140,7 +146,7 @@ def _uncertainty(
     if var is not None:
         v = _float_array(var, "var", 1 + n_lead)
         _check_shape(v, lead + (k,), "var", "one variance per model")
-        if v.size and v.min() < 0:
+        if v.size and _min(v, axis=None) < 0:
             raise ValueError("var must be non-negative")
         return 1, np.sqrt(v), np.zeros(lead + (0, 0))
     if cov is not None:
@@ -479,7 +485,7 @@ def search_supermodel(
     _check_k(k)
     c = _float_array(cost, "cost", 1)
     _check_shape(c, (k,), "cost", "one cost per model")
-    if c.min() < 0:
+    if _min(c, axis=None) < 0:
         raise ValueError("cost must be non-negative")
     lam_v = float(_check_lam(lam, None))
     ran_m = _ran_mask(ran, k)
