@@ -40,3 +40,18 @@ def finite_array(
         what = "NaN or +inf values" if allow_neg_inf else "NaN or infinite values"
         raise ValueError(f"{name} contains {what}" + (f"; {hint}" if hint else ""))
     return out
+
+
+#: Largest magnitude accepted for estimates: far beyond any real value, and small enough
+#: that no sum or product in the search overflows (the engine applies the same limit).
+MAX_MAGNITUDE = 1e100
+
+_min = np.minimum.reduce  # the ufunc reductions directly: no Python wrapper per call
+_max = np.maximum.reduce
+
+
+def all_within(arr: NDArray[np.float64], low: float, high: float) -> bool:
+    """Whether every value lies in ``[low, high]`` (False for NaN); fast for small arrays."""
+    if arr.size == 0:
+        return True
+    return bool(low <= _min(arr, axis=None) and _max(arr, axis=None) <= high)

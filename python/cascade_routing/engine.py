@@ -15,6 +15,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _backend
+from ._arrays import MAX_MAGNITUDE, _max, _min
 
 #: The largest number of models a search accepts.
 MAX_MODELS = 64
@@ -32,8 +33,6 @@ Prefer = Literal["cheapest", "expensive"]
 _NUMERIC_KINDS = "fiub"
 
 
-_min = np.minimum.reduce  # the ufunc reductions directly: no Python wrapper per call
-_max = np.maximum.reduce
 
 
 def _all_finite(arr: NDArray[np.float64]) -> bool:
@@ -43,9 +42,8 @@ def _all_finite(arr: NDArray[np.float64]) -> bool:
     return bool(np.isfinite(arr).all())
 
 
-#: Largest magnitude accepted for qualities, costs, variances and ``lam``: far beyond any real
-#: value, and small enough that no sum or product in the search overflows on any backend.
-MAX_MAGNITUDE = 1e100
+#: Largest magnitude accepted for qualities, costs, variances and ``lam`` (``_arrays``): far
+#: beyond any real value, and small enough that no sum or product overflows on any backend.
 
 
 def _float_array(value: Any, name: str, ndim: int | tuple[int, ...]) -> NDArray[np.float64]:

@@ -18,7 +18,7 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ._arrays import finite_array
+from ._arrays import MAX_MAGNITUDE, all_within, finite_array
 
 #: Variance given to the estimate of a model that has run (its quality is then almost known).
 RUN_VARIANCE = 1e-6
@@ -278,41 +278,37 @@ def as_quality_estimate(value: Any, n: int, k: int, source: str = "quality estim
     else:
         mean, var, cov = value, None, None
     mean_a = np.asarray(mean)
-    if mean_a.dtype == object or not (
-        np.issubdtype(mean_a.dtype, np.floating) or np.issubdtype(mean_a.dtype, np.integer)
-    ):
+    if mean_a.dtype.kind not in "biuf":
         raise TypeError(f"{source} returned means of dtype {mean_a.dtype}; expected floats")
     if mean_a.shape != (n, k):
         raise ValueError(f"{source} returned means of shape {mean_a.shape}; expected {(n, k)}")
     mean_f = np.ascontiguousarray(mean_a, dtype=np.float64)
-    if not np.all(np.isfinite(mean_f)):
-        raise ValueError(f"{source} returned NaN or infinite quality means")
+    if not all_within(mean_f, -MAX_MAGNITUDE, MAX_MAGNITUDE):
+        raise ValueError(f"{source} returned NaN, infinite or huge (beyond 1e100) quality means")
     var_f = cov_f = None
     if var is not None:
         var_f = np.ascontiguousarray(var, dtype=np.float64)
         if var_f.shape != (n, k):
             raise ValueError(f"{source} returned variances of shape {var_f.shape}; expected {(n, k)}")
-        if not np.all(np.isfinite(var_f)) or np.any(var_f < 0):
-            raise ValueError(f"{source} returned negative, NaN or infinite variances")
+        if not all_within(var_f, 0.0, MAX_MAGNITUDE):
+            raise ValueError(f"{source} returned negative, NaN, infinite or huge variances")
     if cov is not None:
         cov_f = np.ascontiguousarray(cov, dtype=np.float64)
         if cov_f.shape != (n, k, k):
             raise ValueError(f"{source} returned covariances of shape {cov_f.shape}; expected {(n, k, k)}")
-        if not np.all(np.isfinite(cov_f)):
-            raise ValueError(f"{source} returned NaN or infinite covariances")
+        if not all_within(cov_f, -MAX_MAGNITUDE, MAX_MAGNITUDE):
+            raise ValueError(f"{source} returned NaN, infinite or huge covariances")
     return QualityEstimate(mean_f, var_f, cov_f)
 
 
 def as_cost_estimate(value: Any, n: int, k: int, source: str = "cost estimator") -> NDArray[np.float64]:
     """Normalise what a cost estimator returned and check its shape and values."""
     arr = np.asarray(value)
-    if arr.dtype == object or not (
-        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
-    ):
+    if arr.dtype.kind not in "biuf":
         raise TypeError(f"{source} returned costs of dtype {arr.dtype}; expected floats")
     if arr.shape != (n, k):
         raise ValueError(f"{source} returned costs of shape {arr.shape}; expected {(n, k)}")
     out = np.ascontiguousarray(arr, dtype=np.float64)
-    if not np.all(np.isfinite(out)) or np.any(out < 0):
-        raise ValueError(f"{source} returned negative, NaN or infinite costs")
+    if not all_within(out, 0.0, MAX_MAGNITUDE):
+        raise ValueError(f"{source} returned negative, NaN, infinite or huge costs")
     return out

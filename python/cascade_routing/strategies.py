@@ -103,6 +103,10 @@ class ReplayResult:
         return float(self.quality.mean()) if self.quality.size else 0.0
 
 
+_NO_SD = np.zeros(0)
+_NO_CHOL = np.zeros((0, 0))
+
+
 def query_coin(query: Any, seed: int) -> float:
     """A uniform number in [0, 1) fixed by the query and the seed (the γ coin of §2)."""
     if isinstance(query, np.generic):
@@ -493,6 +497,8 @@ class Strategy:
         est = as_quality_estimate(self.quality_estimator.predict(queries, answers), n, k)
         cst = as_cost_estimate(self.cost_estimator.predict(queries, answers), n, k)
         p = self.order_
+        if p.shape[0] and p[0] == 0 and bool((p[1:] > p[:-1]).all()):
+            return est, cst  # the identity order: nothing to permute
         mean = est.mean[:, p]
         var = None if est.var is None else est.var[:, p]
         cov = None if est.cov is None else est.cov[:, p][:, :, p]
@@ -527,12 +533,11 @@ class Strategy:
         _check_answers([answers], 1, k, full=False)
         est, cst = self._estimate([query], [answers])
         perm = self.order_
-        ran_given = np.array([a is not None for a in answers], dtype=bool)
-        ran = ran_given[perm]
-        keep = np.array([int(p) not in exclude for p in perm], dtype=bool)
-        expensive = query_coin(query, self.seed) < self.gamma_
+        ran = np.array([answers[p] is not None for p in perm.tolist()], dtype=np.bool_)
+        keep = np.array([int(p) not in exclude for p in perm], dtype=bool) if exclude else None
+        expensive = self.gamma_ > 0.0 and query_coin(query, self.seed) < self.gamma_
         lams = lam_exp if expensive else lam_cheap
-        j = int(ran[keep].sum())
+        j = int(ran.sum() if keep is None else ran[keep].sum())
         if isinstance(self, ThresholdCascade):
             # The threshold after model m_{j-1} is 1 - λ_{j-1}.
             lam = float(lams[min(max(j - 1, 0), lams.shape[0] - 1)])
@@ -543,38 +548,41 @@ class Strategy:
                 last = int(np.flatnonzero(ran)[-1])
                 if not est.mean[0, last] < 1.0 - lam:
                     return -1, tuple(int(perm[i]) for i in np.flatnonzero(ran)), float("nan"), lam, 0.0
-            nxt = next((i for i in range(k) if not ran[i] and keep[i]), -1)
+            nxt = next((i for i in range(k) if not ran[i] and (keep is None or keep[i])), -1)
             if nxt < 0:
                 return -1, tuple(int(perm[i]) for i in np.flatnonzero(ran)), float("nan"), lam, 0.0
             sup = tuple(sorted(int(perm[i]) for i in np.flatnonzero(ran)) + [int(perm[nxt])])
             return int(perm[nxt]), sup, float("nan"), lam, float(cst[0, nxt])
         lam = float(lams[min(j, lams.shape[0] - 1)])
-        sub = np.flatnonzero(keep)
+        # Failed models are left out of the search; without any, no copies are needed.
+        sub = np.arange(k) if keep is None else np.flatnonzero(keep)
         kk = sub.shape[0]
         if kk == 0:
             return -1, (), float("nan"), lam, 0.0
         be = _backend.active()
-        q = np.ascontiguousarray(est.mean[0, sub])
-        c = np.ascontiguousarray(cst[0, sub])
+        if keep is None:
+            q, c = est.mean[0], cst[0]
+        else:
+            q, c = np.ascontiguousarray(est.mean[0, sub]), np.ascontiguousarray(cst[0, sub])
         if est.var is not None:
-            mode, sd, chol = 1, np.sqrt(est.var[0, sub]), np.zeros((0, 0))
+            mode, sd, chol = 1, np.sqrt(est.var[0] if keep is None else est.var[0, sub]), _NO_CHOL
         elif est.cov is not None:
             cv = np.ascontiguousarray(est.cov[0][np.ix_(sub, sub)])
             _check_psd(cv, "covariance returned by the quality estimator")
             mode, sd, chol = 2, np.zeros(0), be.cholesky_psd(cv)
         else:
-            mode, sd, chol = 0, np.zeros(0), np.zeros((0, 0))
+            mode, sd, chol = 0, _NO_SD, _NO_CHOL
         normals = standard_normals(kk, self.n_samples, self.sample_seed) if mode else np.zeros((0, kk))
-        ran_sub = np.ascontiguousarray(ran[sub], dtype=np.uint8)
+        ran_sub = (ran if keep is None else ran[sub]).astype(np.uint8)
         depth = min(self._depth(k), kk)
         if self.prefixes_only and np.any(ran_sub[: int(ran_sub.sum())] == 0):
             raise ValueError("a cascade runs models in order; answers must come from a prefix of the model order")
         nm, mask, util, _, _, _ = be.search(
-            q, c, lam, mode, np.ascontiguousarray(sd), np.ascontiguousarray(chol), normals, ran_sub,
+            q, c, lam, mode, sd, chol, normals, ran_sub,
             max(depth, j), self.force_order, self.prefixes_only, True, expensive, self._digits(),
             *self.bounds_,
         )
-        members = tuple(sorted(int(perm[sub[i]]) for i in np.flatnonzero(np.asarray(mask))))
+        members = tuple(sorted(perm[sub[np.asarray(mask).nonzero()[0]]].tolist()))
         if nm < 0:
             return -1, members, float(util), lam, 0.0
         return int(perm[sub[nm]]), members, float(util), lam, float(c[nm])
