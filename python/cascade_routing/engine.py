@@ -46,7 +46,9 @@ def _all_finite(arr: NDArray[np.float64]) -> bool:
 #: beyond any real value, and small enough that no sum or product overflows on any backend.
 
 
-def _float_array(value: Any, name: str, ndim: int | tuple[int, ...]) -> NDArray[np.float64]:
+def _float_array(
+    value: Any, name: str, ndim: int | tuple[int, ...], nonnegative: bool = False
+) -> NDArray[np.float64]:
     dims = (ndim,) if isinstance(ndim, int) else ndim
     if type(value) is np.ndarray and value.dtype == np.float64 and value.flags.c_contiguous:
         out = value  # the common case: no conversion, no copy
@@ -71,9 +73,12 @@ def _float_array(value: Any, name: str, ndim: int | tuple[int, ...]) -> NDArray[
         raise ValueError(f"{name} must be {want}, got shape {out.shape}")
     # min and max within +-MAX_MAGNITUDE prove every value finite and in range (NaN fails
     # both comparisons); only then is the slower diagnosis needed.
-    if out.size and not (-MAX_MAGNITUDE <= _min(out, axis=None) and _max(out, axis=None) <= MAX_MAGNITUDE):
+    low = 0.0 if nonnegative else -MAX_MAGNITUDE
+    if out.size and not (low <= _min(out, axis=None) and _max(out, axis=None) <= MAX_MAGNITUDE):
         if not _all_finite(out):
             raise ValueError(f"{name} contains NaN or infinite values; pass finite numbers")
+        if nonnegative and _min(out, axis=None) < 0:
+            raise ValueError(f"{name} must be non-negative")
         raise ValueError(f"{name} has values beyond +-{MAX_MAGNITUDE:g}; rescale them")
     return out
 
@@ -142,10 +147,8 @@ def _uncertainty(
     if var is not None and cov is not None:
         raise ValueError("pass either var (independent) or cov (full covariance), not both")
     if var is not None:
-        v = _float_array(var, "var", 1 + n_lead)
+        v = _float_array(var, "var", 1 + n_lead, nonnegative=True)
         _check_shape(v, lead + (k,), "var", "one variance per model")
-        if v.size and _min(v, axis=None) < 0:
-            raise ValueError("var must be non-negative")
         return 1, np.sqrt(v), np.zeros(lead + (0, 0))
     if cov is not None:
         c = _float_array(cov, "cov", 2 + n_lead)
@@ -481,13 +484,13 @@ def search_supermodel(
     q = _float_array(quality, "quality", 1)
     k = q.shape[0]
     _check_k(k)
-    c = _float_array(cost, "cost", 1)
+    c = _float_array(cost, "cost", 1, nonnegative=True)
     _check_shape(c, (k,), "cost", "one cost per model")
-    if _min(c, axis=None) < 0:
-        raise ValueError("cost must be non-negative")
     lam_v = float(_check_lam(lam, None))
+    nothing_ran = ran is None or (type(ran) is tuple and not ran)
     ran_m = _ran_mask(ran, k)
-    depth, digits = _check_options(k, int(ran_m.sum()), max_depth, prefer, rounding_digits, single=True)
+    n_ran = 0 if nothing_ran else int(ran_m.sum())
+    depth, digits = _check_options(k, n_ran, max_depth, prefer, rounding_digits, single=True)
     if prefixes_only:
         _check_prefix(ran_m)
     lower, upper = _check_bounds(quality_bounds)
@@ -551,10 +554,8 @@ def search_supermodel_batch(
     q = _float_array(quality, "quality", 2)
     n, k = q.shape
     _check_k(k)
-    c = _float_array(cost, "cost", 2)
+    c = _float_array(cost, "cost", 2, nonnegative=True)
     _check_shape(c, (n, k), "cost", "one cost per query and model")
-    if np.any(c < 0):
-        raise ValueError("cost must be non-negative")
     lam_v = _check_lam(lam, n)
     if ran is None:
         ran_m = np.zeros((n, k), dtype=np.uint8)
