@@ -678,6 +678,15 @@ class Strategy:
             log.warning("model %s %s on query %r: %s", name, status, query, msg)
         return Step(idx, name, sup_names, util, lam, est_cost, actual, status, msg, seconds), (actual or 0.0)
 
+    def _plan_or_stop(self, idx: int, query: Any, answers: list[Any], excluded: set[int], trace: list[Step]) -> tuple[int, tuple[int, ...], float, float, float] | None:
+        """The next step's plan, or ``None`` after recording the stop in ``trace``."""
+        plan = self._plan(query, answers, frozenset(excluded))
+        if plan[0] >= 0:
+            return plan
+        members = tuple(self.models[i] for i in plan[1])
+        trace.append(Step(idx, None, members, plan[2], plan[3], 0.0, None, "stop"))
+        return None
+
     def run(self, query: Any, call_model: Callable[[str, Any], Any], *, timeout: float | None = None) -> RunResult:
         """Decide, call ``call_model(name, query)``, record, re-plan, until the strategy stops.
 
@@ -694,9 +703,8 @@ class Strategy:
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=1) if timeout is not None else None
         try:
             for idx in range(2 * len(self.models) + 1):
-                plan = self._plan(query, answers, frozenset(excluded))
-                if plan[0] < 0:
-                    trace.append(Step(idx, None, tuple(self.models[i] for i in plan[1]), plan[2], plan[3], 0.0, None, "stop"))
+                plan = self._plan_or_stop(idx, query, answers, excluded, trace)
+                if plan is None:
                     break
                 name = self.models[plan[0]]
                 started = time.perf_counter()
@@ -734,9 +742,8 @@ class Strategy:
         excluded: set[int] = set()
         total = 0.0
         for idx in range(2 * len(self.models) + 1):
-            plan = self._plan(query, answers, frozenset(excluded))
-            if plan[0] < 0:
-                trace.append(Step(idx, None, tuple(self.models[i] for i in plan[1]), plan[2], plan[3], 0.0, None, "stop"))
+            plan = self._plan_or_stop(idx, query, answers, excluded, trace)
+            if plan is None:
                 break
             name = self.models[plan[0]]
             started = time.perf_counter()
