@@ -148,6 +148,21 @@ inline void check_bounds(double lower, double upper) {
                           text(upper));
 }
 
+//! The search options shared by search, search_batch and replay_two_phase, checked.
+inline SearchOptions make_options(std::int64_t max_depth, bool force_order, bool prefixes_only,
+                                  bool prune, int digits, double lower, double upper) {
+    SearchOptions opt;
+    opt.max_depth = max_depth;
+    opt.force_order = force_order;
+    opt.prefixes_only = prefixes_only;
+    opt.prune = prune;
+    opt.digits = check_digits(digits);
+    check_bounds(lower, upper);
+    opt.quality_lower = lower;
+    opt.quality_upper = upper;
+    return opt;
+}
+
 //! Normals (n_samples, k) for a sampled mode: at least one sample.
 inline Normals check_normals(py::handle obj, int k) {
     py::array a = input<double>(obj, "normals");

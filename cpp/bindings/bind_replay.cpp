@@ -42,15 +42,8 @@ py::tuple replay_two_phase_py(py::handle ante_quality_obj, py::handle post_quali
             "strategy must be 0 (supermodel search) or 1 (threshold cascade), got " +
             std::to_string(strategy_int));
     const Strategy strategy = static_cast<Strategy>(strategy_int);
-    SearchOptions opt;
-    opt.max_depth = max_depth;
-    opt.force_order = force_order;
-    opt.prefixes_only = prefixes_only;
-    opt.prune = prune;
-    opt.digits = check_digits(digits);
-    check_bounds(lower, upper);
-    opt.quality_lower = lower;
-    opt.quality_upper = upper;
+    const SearchOptions opt =
+        make_options(max_depth, force_order, prefixes_only, prune, digits, lower, upper);
     check_threads(n_threads);
 
     ReplayInput in;

@@ -54,15 +54,8 @@ py::tuple search_py(py::handle quality_obj, py::handle cost_obj, double lam, int
     py::array ran = mask_input(ran_obj, "ran");
     require_shape(ran, "ran", {k}, "(k,)");
     const Mode mode = check_mode(mode_int);
-    SearchOptions opt;
-    opt.max_depth = max_depth;
-    opt.force_order = force_order;
-    opt.prefixes_only = prefixes_only;
-    opt.prune = prune;
-    opt.digits = check_digits(digits);
-    check_bounds(lower, upper);
-    opt.quality_lower = lower;
-    opt.quality_upper = upper;
+    const SearchOptions opt =
+        make_options(max_depth, force_order, prefixes_only, prune, digits, lower, upper);
 
     SearchInput in;
     in.quality = ptr<double>(quality);
@@ -127,15 +120,8 @@ py::tuple search_batch_py(py::handle quality_obj, py::handle cost_obj, py::handl
     py::array prefer = mask_input(prefer_obj, "prefer_expensive");
     require_shape(prefer, "prefer_expensive", {n}, "(n,)");
     const Mode mode = check_mode(mode_int);
-    SearchOptions opt;
-    opt.max_depth = max_depth;
-    opt.force_order = force_order;
-    opt.prefixes_only = prefixes_only;
-    opt.prune = prune;
-    opt.digits = check_digits(digits);
-    check_bounds(lower, upper);
-    opt.quality_lower = lower;
-    opt.quality_upper = upper;
+    const SearchOptions opt =
+        make_options(max_depth, force_order, prefixes_only, prune, digits, lower, upper);
     check_threads(n_threads);
 
     BatchInput in;
