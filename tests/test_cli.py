@@ -78,6 +78,8 @@ def test_reproduce_prints_the_paper_table(tmp_path, capsys) -> None:
         (["evaluate", "--pool", "7"], "pools have"),
         (["reproduce", "--pools", "4"], "pools have"),
         (["reproduce", "--noise", "loud"], "unknown levels"),
+        (["evaluate", "--benchmarks", "all"], "llm_cascades data only"),
+        (["evaluate", "--quality-bounds", "1,0"], "lower bound must be below"),
     ],
 )
 def test_usage_errors_are_one_clear_line(argv, message, capsys) -> None:

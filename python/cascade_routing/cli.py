@@ -92,7 +92,7 @@ def _spread_pool(data: datasets.Dataset, train: np.ndarray, size: int) -> list[s
     return [data.models[i] for i in order[picks]]
 
 
-def prepare(dataset: str, *, pool: str | None, noise: str, seed: int, test_size: float, split: str = "auto") -> tuple[datasets.Dataset, simulation.TwoPhaseTables, np.ndarray, np.ndarray, str]:
+def prepare(dataset: str, *, pool: str | None, noise: str, seed: int, test_size: float, split: str = "auto", benchmarks: str | None = None) -> tuple[datasets.Dataset, simulation.TwoPhaseTables, np.ndarray, np.ndarray, str]:
     """Load a dataset and build its estimators and split; returns a description too.
 
     RouterBench-shaped data (no confidences) uses the paper's simulated estimators at the
@@ -103,7 +103,13 @@ def prepare(dataset: str, *, pool: str | None, noise: str, seed: int, test_size:
     from . import real_estimators
 
     try:
-        data = datasets.load(dataset)
+        kwargs: dict[str, Any] = {}
+        if benchmarks:
+            is_folder = dataset not in datasets.bundled_datasets() and Path(dataset).is_dir()
+            if not is_folder or datasets.detect_layout(dataset) != "llm_cascades":
+                raise CliError("--benchmarks applies to a folder of llm_cascades data only")
+            kwargs["benchmarks"] = None if benchmarks == "all" else tuple(b.strip() for b in benchmarks.split(","))
+        data = datasets.load(dataset, **kwargs)
     except (FileNotFoundError, KeyError, ValueError) as exc:
         raise CliError(str(exc)) from exc
     if split not in ("auto", "source", "random"):
@@ -151,7 +157,7 @@ def prepare(dataset: str, *, pool: str | None, noise: str, seed: int, test_size:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    data, tables, train, test, desc = prepare(args.dataset, pool=args.pool, noise=args.noise, seed=args.seed, test_size=args.test_size, split=args.split)
+    data, tables, train, test, desc = prepare(args.dataset, pool=args.pool, noise=args.noise, seed=args.seed, test_size=args.test_size, split=args.split, benchmarks=args.benchmarks)
     progress, close = _progress(args.progress, "fitting")
     try:
         ev = evaluate(
@@ -276,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--lambdas", choices=["constant", "per_step"], default="constant")
     ev.add_argument("--trials", type=int, default=200, help="per-step search evaluations")
     ev.add_argument("--quality-bounds", metavar="LO,HI", help="clip quality samples to [LO, HI] in expected maxima, e.g. 0,1 for probabilities")
+    ev.add_argument("--benchmarks", help="llm_cascades folders: comma-separated benchmarks, or 'all' (default: mmlu)")
     ev.add_argument("--split", choices=["auto", "source", "random"], default="auto", help="auto: the paper's split for RouterBench, the source's split where the data has one, else random")
     ev.add_argument("--test-size", type=float, default=0.5, help="test fraction of a random split")
     ev.add_argument("--out", default=DEFAULT_OUT, help="folder for the plot and the JSON")
