@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import importlib.resources
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -392,6 +392,43 @@ _RB_KEYS = ("rb_row", "sample_id", "eval_name")
 _RB_META = set(_RB_KEYS) | {"routerdc_split"}
 
 
+def _wide_tables(
+    folder: Path,
+    quality_file: str,
+    keys: Sequence[str],
+    meta: Collection[str],
+    key: str,
+    models: Sequence[str] | None,
+    name: str,
+) -> tuple[pd.DataFrame, list[str], NDArray[np.float64], NDArray[np.float64], NDArray[np.bool_], int]:
+    """A quality table and ``cost_usd.csv``, one column per model, aligned on ``key``.
+
+    Returns the quality frame, the chosen models, the quality and cost arrays of those models
+    (cost rows aligned to quality rows), the mask of complete rows and how many were dropped.
+    """
+    quality_f = _read_csv(folder / quality_file, keys)
+    cost_f = _read_csv(folder / "cost_usd.csv", keys)
+    available = [c for c in quality_f.columns if c not in meta]
+    if not available:
+        raise ValueError(f"{quality_file} has no model columns besides {sorted(meta)}")
+    cost_models = [c for c in cost_f.columns if c not in meta]
+    if set(cost_models) != set(available):
+        raise ValueError(
+            f"{quality_file} and cost_usd.csv must have the same model columns; "
+            f"only in one of them: {sorted(set(available) ^ set(cost_models))}"
+        )
+    _check_unique_keys(quality_f, [key], quality_file)
+    _check_unique_keys(cost_f, [key], "cost_usd.csv")
+    cost_f = _aligned(quality_f, cost_f, key, (quality_file, "cost_usd.csv"))
+    chosen = _select(available, models, quality_file)
+    quality = _numeric_columns(quality_f, chosen, quality_file)
+    cost = _numeric_columns(cost_f, chosen, "cost_usd.csv")
+    keep, dropped = _keep_complete(name, [quality, cost], len(quality_f))
+    _check_quality(quality[keep], chosen, quality_file)
+    _check_cost(cost[keep], chosen, "cost_usd.csv")
+    return quality_f, chosen, quality, cost, keep, dropped
+
+
 def load_routerbench(path: str | Path | None = None, models: Sequence[str] | None = None) -> Dataset:
     """Load RouterBench rows: ``quality.csv`` and ``cost_usd.csv`` (keyed by ``rb_row``).
 
@@ -414,26 +451,9 @@ def load_routerbench(path: str | Path | None = None, models: Sequence[str] | Non
         with _bundled_folder("routerbench") as folder:
             return load_routerbench(folder, models)
     folder = _folder(path)
-    quality_f = _read_csv(folder / "quality.csv", _RB_KEYS)
-    cost_f = _read_csv(folder / "cost_usd.csv", _RB_KEYS)
-    available = [c for c in quality_f.columns if c not in _RB_META]
-    if not available:
-        raise ValueError(f"quality.csv has no model columns besides {sorted(_RB_META)}")
-    cost_models = [c for c in cost_f.columns if c not in _RB_META]
-    if set(cost_models) != set(available):
-        raise ValueError(
-            f"quality.csv and cost_usd.csv must have the same model columns; "
-            f"only in one of them: {sorted(set(available) ^ set(cost_models))}"
-        )
-    _check_unique_keys(quality_f, ["rb_row"], "quality.csv")
-    _check_unique_keys(cost_f, ["rb_row"], "cost_usd.csv")
-    cost_f = _aligned(quality_f, cost_f, "rb_row", ("quality.csv", "cost_usd.csv"))
-    chosen = _select(available, models, "quality.csv")
-    quality = _numeric_columns(quality_f, chosen, "quality.csv")
-    cost = _numeric_columns(cost_f, chosen, "cost_usd.csv")
-    keep, dropped = _keep_complete("routerbench", [quality, cost], len(quality_f))
-    _check_quality(quality[keep], chosen, "quality.csv")
-    _check_cost(cost[keep], chosen, "cost_usd.csv")
+    quality_f, chosen, quality, cost, keep, dropped = _wide_tables(
+        folder, "quality.csv", _RB_KEYS, _RB_META, "rb_row", models, "routerbench"
+    )
     features: dict[str, NDArray[Any]] = {}
     if "routerdc_split" in quality_f.columns:
         features["routerdc_split"] = quality_f["routerdc_split"].astype(str).to_numpy()[keep]
@@ -609,26 +629,9 @@ def load_swebench(path: str | Path, models: Sequence[str] | None = None) -> Data
         ``models.csv`` when that file exists and gives unique names, else the column names.
     """
     folder = _folder(path)
-    resolved_f = _read_csv(folder / "resolved.csv", _SWE_KEYS)
-    cost_f = _read_csv(folder / "cost_usd.csv", _SWE_KEYS)
-    available = [c for c in resolved_f.columns if c not in _SWE_KEYS]
-    cost_models = [c for c in cost_f.columns if c not in _SWE_KEYS]
-    if not available:
-        raise ValueError("resolved.csv has no model columns besides instance_id, repo")
-    if set(cost_models) != set(available):
-        raise ValueError(
-            "resolved.csv and cost_usd.csv must have the same model columns; only in one of "
-            f"them: {sorted(set(available) ^ set(cost_models))}"
-        )
-    _check_unique_keys(resolved_f, ["instance_id"], "resolved.csv")
-    _check_unique_keys(cost_f, ["instance_id"], "cost_usd.csv")
-    cost_f = _aligned(resolved_f, cost_f, "instance_id", ("resolved.csv", "cost_usd.csv"))
-    chosen = _select(available, models, "resolved.csv")
-    quality = _numeric_columns(resolved_f, chosen, "resolved.csv")
-    cost = _numeric_columns(cost_f, chosen, "cost_usd.csv")
-    keep, dropped = _keep_complete("swebench", [quality, cost], len(resolved_f))
-    _check_quality(quality[keep], chosen, "resolved.csv")
-    _check_cost(cost[keep], chosen, "cost_usd.csv")
+    resolved_f, chosen, quality, cost, keep, dropped = _wide_tables(
+        folder, "resolved.csv", _SWE_KEYS, _SWE_KEYS, "instance_id", models, "swebench"
+    )
     names = chosen
     models_file = folder / "models.csv"
     if models_file.is_file():
