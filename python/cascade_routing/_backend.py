@@ -14,19 +14,112 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
+import numpy as np
+from numpy.typing import NDArray
+
+from .options import ReplayKind, SearchOptions, UncertaintyMode
+
 BACKENDS = ("cpp", "numba", "numpy")
 ENV_VAR = "CASCADE_ROUTING_BACKEND"
 
 
 @dataclass(frozen=True)
 class Backend:
-    """The kernels of one backend (see ``_reference.py`` for their contracts)."""
+    """The kernels of one backend (see ``_reference.py`` for their contracts).
+
+    ``search``, ``search_batch`` and ``replay_two_phase`` are the raw kernels, which take
+    positional arguments exactly as ``_reference.py`` defines them; the package calls them
+    through :meth:`run_search`, :meth:`run_search_batch` and :meth:`run_replay`, which take
+    one :class:`~cascade_routing.options.SearchOptions` instead of the individual flags.
+    """
 
     name: str
     search: Callable[..., Any]
     search_batch: Callable[..., Any]
     replay_two_phase: Callable[..., Any]
     cholesky_psd: Callable[..., Any]
+
+    def run_search(
+        self,
+        quality: NDArray[np.float64],
+        cost: NDArray[np.float64],
+        lam: float,
+        mode: UncertaintyMode,
+        sd: NDArray[np.float64],
+        chol: NDArray[np.float64],
+        normals: NDArray[np.float64],
+        ran: NDArray[np.uint8],
+        options: SearchOptions,
+        prefer_expensive: bool,
+    ) -> Any:
+        """One search: ``(next_model, mask, utility, quality, cost, evaluated)``."""
+        o = options
+        return self.search(
+            quality, cost, lam, int(mode), sd, chol, normals, ran, o.max_depth,
+            o.force_order, o.prefixes_only, o.prune, prefer_expensive, o.digits,
+            o.quality_lower, o.quality_upper,
+        )  # fmt: skip
+
+    def run_search_batch(
+        self,
+        quality: NDArray[np.float64],
+        cost: NDArray[np.float64],
+        lam: NDArray[np.float64],
+        mode: UncertaintyMode,
+        sd: NDArray[np.float64],
+        chol: NDArray[np.float64],
+        normals: NDArray[np.float64],
+        ran: NDArray[np.uint8],
+        options: SearchOptions,
+        prefer_expensive: NDArray[np.uint8],
+        n_threads: int = 1,
+    ) -> Any:
+        """A batch of searches: arrays ``(next_model, mask, utility, quality, cost, evaluated)``."""
+        o = options
+        return self.search_batch(
+            quality, cost, lam, int(mode), sd, chol, normals, ran, o.max_depth,
+            o.force_order, o.prefixes_only, o.prune, prefer_expensive, o.digits,
+            o.quality_lower, o.quality_upper, n_threads=n_threads,
+        )  # fmt: skip
+
+    def run_replay(
+        self,
+        tables: ReplayTables,
+        lambdas: NDArray[np.float64],
+        prefer_expensive: NDArray[np.uint8],
+        normals: NDArray[np.float64],
+        kind: ReplayKind,
+        thresholds: NDArray[np.float64],
+        options: SearchOptions,
+        select_last: bool,
+        n_threads: int = 1,
+    ) -> Any:
+        """A two-phase replay: ``(selected, n_run, order, cost, quality)``."""
+        t, o = tables, options
+        return self.replay_two_phase(
+            t.ante_quality, t.post_quality, t.ante_sd, t.post_sd, t.ante_cost, t.post_cost,
+            t.true_quality, t.true_cost, lambdas, prefer_expensive, normals, t.use_sd,
+            int(kind), thresholds, o.max_depth, o.force_order, o.prefixes_only, o.prune,
+            o.digits, select_last, o.quality_lower, o.quality_upper, n_threads=n_threads,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ReplayTables:
+    """The ``(n, k)`` tables of a two-phase replay, C-contiguous float64, in model order.
+
+    ``ante_sd`` / ``post_sd`` are ``(n, 0)`` when ``use_sd`` is False (exact estimates).
+    """
+
+    ante_quality: NDArray[np.float64]
+    post_quality: NDArray[np.float64]
+    ante_sd: NDArray[np.float64]
+    post_sd: NDArray[np.float64]
+    ante_cost: NDArray[np.float64]
+    post_cost: NDArray[np.float64]
+    true_quality: NDArray[np.float64]
+    true_cost: NDArray[np.float64]
+    use_sd: bool
 
 
 def _load(name: str) -> Backend:

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
-from ._arrays import finite_array
+from .validation import float_array as finite_array
 
 logger = logging.getLogger(__name__)
 

@@ -6,8 +6,9 @@ the active backend (C++ by default; see :func:`cascade_routing.backend`).
 
 from __future__ import annotations
 
-import functools
 import math
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Iterable, Literal, NamedTuple, Sequence
 
@@ -15,72 +16,76 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _backend
-from ._arrays import MAX_MAGNITUDE, _max, _min
-
-#: The largest number of models a search accepts.
-MAX_MODELS = 64
-#: The largest number of QMC samples.
-MAX_SAMPLES = 1 << 16
-#: A covariance may have eigenvalues down to ``-PSD_TOLERANCE * max(1, largest |eigenvalue|)``.
-PSD_TOLERANCE = 1e-8
+from .options import SearchOptions, UncertaintyMode
+from .validation import (
+    MAX_MAGNITUDE,
+    MAX_MODELS,
+    MAX_SAMPLES,
+    PSD_TOLERANCE,
+    _all_finite,
+    check_bounds,
+    check_choice,
+    check_int,
+    check_n_models,
+    check_n_samples,
+    check_psd,
+    check_rounding_digits,
+    check_seed,
+    float_array,
+    ran_indices,
+)
 
 Prefer = Literal["cheapest", "expensive"]
+
+#: Default cap on the work of one decision: candidate supermodels times quasi-Monte Carlo
+#: samples (one sample per candidate without uncertainty). About a quarter of a second of
+#: compiled search on one core; see :func:`search_work` and docs/algorithm.md.
+DEFAULT_MAX_WORK = 1 << 28
+
+#: Bytes of Sobol samples kept in memory between calls (the least recently used go first).
+NORMALS_CACHE_BYTES = 64 << 20
 
 
 # --------------------------------------------------------------------------- validation
 
 
-_NUMERIC_KINDS = "fiub"
+def search_work(k: int, n_ran: int, max_depth: int | None, n_samples: int) -> int:
+    """Worst-case work of one decision: candidates times samples (before any pruning).
+
+    The candidates are the supersets of the ``n_ran`` run models with at most ``max_depth``
+    members: ``sum_{i=1..d-n_ran} C(k - n_ran, i)``, plus the run-set itself. Without
+    uncertainty pass ``n_samples=1``.
+    """
+    free = k - n_ran
+    depth = k if max_depth is None else min(max_depth, k)
+    add = max(min(depth - n_ran, free), 0)
+    candidates = 1 + sum(math.comb(free, i) for i in range(1, add + 1))
+    return candidates * max(n_samples, 1)
 
 
+def largest_depth_within(k: int, n_samples: int, max_work: int) -> int:
+    """The largest ``max_depth`` whose worst-case decision stays within ``max_work``."""
+    depth = 0
+    while depth < k and search_work(k, 0, depth + 1, n_samples) <= max_work:
+        depth += 1
+    return depth
 
 
-def _all_finite(arr: NDArray[np.float64]) -> bool:
-    # A finite sum proves every element finite; only an overflowing sum needs the full check.
-    if math.isfinite(float(arr.sum())):
-        return True
-    return bool(np.isfinite(arr).all())
-
-
-#: Largest magnitude accepted for qualities, costs, variances and ``lam`` (``_arrays``): far
-#: beyond any real value, and small enough that no sum or product overflows on any backend.
-
-
-def _float_array(
-    value: Any, name: str, ndim: int | tuple[int, ...], nonnegative: bool = False
-) -> NDArray[np.float64]:
-    dims = (ndim,) if isinstance(ndim, int) else ndim
-    if type(value) is np.ndarray and value.dtype == np.float64 and value.flags.c_contiguous:
-        out = value  # the common case: no conversion, no copy
-    else:
-        try:
-            arr = np.asarray(value)
-        except (ValueError, TypeError) as exc:
-            raise ValueError(
-                f"{name} must be a rectangular array of real numbers ({exc})"
-            ) from None
-        if arr.dtype.kind not in _NUMERIC_KINDS:
-            raise TypeError(
-                f"{name} must be an array of real numbers, got dtype {arr.dtype}; "
-                "pass a float or integer numpy array"
-            )
-        if arr.ndim not in dims:
-            want = " or ".join(f"{d}-D" for d in dims)
-            raise ValueError(f"{name} must be {want}, got shape {arr.shape}")
-        out = np.ascontiguousarray(arr, dtype=np.float64)
-    if out.ndim not in dims:
-        want = " or ".join(f"{d}-D" for d in dims)
-        raise ValueError(f"{name} must be {want}, got shape {out.shape}")
-    # min and max within +-MAX_MAGNITUDE prove every value finite and in range (NaN fails
-    # both comparisons); only then is the slower diagnosis needed.
-    low = 0.0 if nonnegative else -MAX_MAGNITUDE
-    if out.size and not (low <= _min(out, axis=None) and _max(out, axis=None) <= MAX_MAGNITUDE):
-        if not _all_finite(out):
-            raise ValueError(f"{name} contains NaN or infinite values; pass finite numbers")
-        if nonnegative and _min(out, axis=None) < 0:
-            raise ValueError(f"{name} must be non-negative")
-        raise ValueError(f"{name} has values beyond +-{MAX_MAGNITUDE:g}; rescale them")
-    return out
+def check_work(
+    k: int, n_ran: int, max_depth: int | None, n_samples: int, max_work: Any
+) -> int:
+    """Raise ``ValueError`` naming ``max_depth`` if a decision could exceed ``max_work``."""
+    cap = check_int(max_work, "max_work", 1)
+    work = search_work(k, n_ran, max_depth, n_samples)
+    if work > cap:
+        deepest = largest_depth_within(k, n_samples, cap)
+        raise ValueError(
+            f"a decision over {k} models with max_depth={max_depth} may score "
+            f"{work // max(n_samples, 1):,} supermodels x {max(n_samples, 1)} samples = "
+            f"{work:,} > max_work={cap:,}; pass max_depth <= {max(deepest, 1)}, fewer "
+            "n_samples, or a larger max_work (see docs/algorithm.md)"
+        )
+    return cap
 
 
 def _check_shape(arr: NDArray[Any], shape: tuple[int, ...], name: str, hint: str) -> None:
@@ -88,121 +93,71 @@ def _check_shape(arr: NDArray[Any], shape: tuple[int, ...], name: str, hint: str
         raise ValueError(f"{name} must have shape {shape} ({hint}), got {arr.shape}")
 
 
-def _check_k(k: int, name: str = "quality") -> None:
-    if k < 1:
-        raise ValueError(f"{name} must contain at least one model")
-    if k > MAX_MODELS:
-        raise ValueError(
-            f"{name} has {k} models; at most {MAX_MODELS} are supported: split the pool"
-        )
-
-
-def _check_n_samples(n_samples: Any) -> int:
-    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)):
-        raise TypeError(f"n_samples must be an int, got {type(n_samples).__name__}")
-    n = int(n_samples)
-    if n < 1 or n > MAX_SAMPLES or n & (n - 1):
-        raise ValueError(
-            f"n_samples must be a power of two between 1 and {MAX_SAMPLES} "
-            f"(Sobol points are balanced only then), got {n}"
-        )
-    return n
-
-
-def _check_seed(seed: Any) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    if int(seed) < 0:
-        raise ValueError(f"seed must be non-negative, got {seed}")
-    return int(seed)
-
-
-def _check_int(value: Any, name: str, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    v = int(value)
-    if v < low or (high is not None and v > high):
-        rng = f">= {low}" if high is None else f"between {low} and {high}"
-        raise ValueError(f"{name} must be {rng}, got {v}")
-    return v
-
-
-def _check_psd(cov: NDArray[np.float64], name: str) -> None:
-    if not np.allclose(cov, np.swapaxes(cov, -1, -2), rtol=1e-10, atol=1e-12):
-        raise ValueError(f"{name} must be symmetric; pass (cov + cov.T) / 2 if it is rounding")
-    eig = np.linalg.eigvalsh(cov)
-    scale = np.maximum(1.0, np.abs(eig).max(axis=-1, keepdims=True))
-    if np.any(eig < -PSD_TOLERANCE * scale):
-        raise ValueError(
-            f"{name} must be positive semi-definite (smallest eigenvalue "
-            f"{float(eig.min()):.3g}); clip negative eigenvalues or add a diagonal term"
-        )
-
-
 def _uncertainty(
     var: Any, cov: Any, lead: tuple[int, ...], k: int
-) -> tuple[int, NDArray[np.float64], NDArray[np.float64]]:
-    """(mode, sd, chol) for exact (0), independent (1) or full (2) uncertainty."""
+) -> tuple[UncertaintyMode, NDArray[np.float64], NDArray[np.float64]]:
+    """(mode, sd, chol) for exact, independent or full uncertainty."""
     n_lead = len(lead)
     if var is not None and cov is not None:
         raise ValueError("pass either var (independent) or cov (full covariance), not both")
     if var is not None:
-        v = _float_array(var, "var", 1 + n_lead, nonnegative=True)
+        v = float_array(var, "var", 1 + n_lead, nonnegative=True)
         _check_shape(v, lead + (k,), "var", "one variance per model")
-        return 1, np.sqrt(v), np.zeros(lead + (0, 0))
+        return UncertaintyMode.INDEPENDENT, np.sqrt(v), np.zeros(lead + (0, 0))
     if cov is not None:
-        c = _float_array(cov, "cov", 2 + n_lead)
+        c = float_array(cov, "cov", 2 + n_lead)
         _check_shape(c, lead + (k, k), "cov", "a k x k covariance matrix")
-        _check_psd(c, "cov")
+        check_psd(c, "cov")
         be = _backend.active()
         if n_lead == 0:
             chol = be.cholesky_psd(c)
+        elif c.shape[0]:
+            chol = np.stack([be.cholesky_psd(c[r]) for r in range(c.shape[0])])
         else:
-            chol = np.stack([be.cholesky_psd(c[r]) for r in range(c.shape[0])]) if c.shape[0] else np.zeros(lead + (k, k))
-        return 2, np.zeros(lead + (0,)), np.ascontiguousarray(chol, dtype=np.float64)
-    return 0, np.zeros(lead + (0,)), np.zeros(lead + (0, 0))
+            chol = np.zeros(lead + (k, k))
+        return (
+            UncertaintyMode.COVARIANCE,
+            np.zeros(lead + (0,)),
+            np.ascontiguousarray(chol, dtype=np.float64),
+        )
+    return UncertaintyMode.EXACT, np.zeros(lead + (0,)), np.zeros(lead + (0, 0))
 
 
-@functools.lru_cache(maxsize=64)
+_normals_cache: OrderedDict[tuple[int, int, int], NDArray[np.float64]] = OrderedDict()
+_normals_lock = threading.Lock()
+
+
 def standard_normals(k: int, n_samples: int = 128, seed: int = 0) -> NDArray[np.float64]:
     """Fixed scrambled-Sobol standard normals ``(n_samples, k)`` (read-only, cached).
 
     Every quality sample of a decision is ``q + U L^T`` with these ``U``, so all candidate
-    supermodels share them (common random numbers).
+    supermodels share them (common random numbers). The cache keeps at most
+    :data:`NORMALS_CACHE_BYTES` bytes, least recently used first out.
     """
+    key = (k, n_samples, seed)
+    if type(k) is int and type(n_samples) is int and type(seed) is int:  # bools: validate
+        with _normals_lock:
+            hit = _normals_cache.get(key)
+            if hit is not None:
+                _normals_cache.move_to_end(key)
+                return hit
+    check_int(k, "k", 1, MAX_MODELS)
+    n = check_n_samples(n_samples)
+    s = check_seed(seed)
     from scipy.stats import norm, qmc
 
-    if k < 1:
-        raise ValueError("k must be positive")
-    n_samples = _check_n_samples(n_samples)
-    points = qmc.Sobol(d=k, scramble=True, seed=seed).random(n_samples)
+    points = qmc.Sobol(d=k, scramble=True, seed=s).random(n)
     points = np.clip(points, 1e-12, 1.0 - 1e-12)
     out = np.ascontiguousarray(norm.ppf(points), dtype=np.float64)
     out.setflags(write=False)
+    with _normals_lock:
+        _normals_cache[key] = out
+        _normals_cache.move_to_end(key)
+        total = sum(a.nbytes for a in _normals_cache.values())
+        while total > NORMALS_CACHE_BYTES and len(_normals_cache) > 1:
+            _, dropped = _normals_cache.popitem(last=False)
+            total -= dropped.nbytes
     return out
-
-
-def _ran_mask(ran: Any, k: int) -> NDArray[np.uint8]:
-    mask = np.zeros(k, dtype=np.uint8)
-    if ran is None or (type(ran) is tuple and not ran):
-        return mask
-    arr = np.asarray(ran)
-    if arr.dtype == np.bool_:
-        if arr.shape != (k,):
-            raise ValueError(f"ran as a boolean mask must have shape ({k},), got {arr.shape}")
-        return arr.astype(np.uint8)
-    if arr.size == 0:
-        return mask
-    if not np.issubdtype(arr.dtype, np.integer):
-        raise TypeError(f"ran must be model indices (ints) or a boolean mask, got {arr.dtype}")
-    if arr.ndim != 1:
-        raise ValueError(f"ran must be a 1-D sequence of model indices, got shape {arr.shape}")
-    if np.any(arr < 0) or np.any(arr >= k):
-        raise ValueError(f"ran holds model indices outside 0..{k - 1}: {arr.tolist()}")
-    if len(np.unique(arr)) != len(arr):
-        raise ValueError(f"ran holds a model twice: {arr.tolist()}")
-    mask[arr] = 1
-    return mask
 
 
 def _check_prefix(ran: NDArray[np.uint8], name: str = "ran") -> None:
@@ -216,41 +171,52 @@ def _check_prefix(ran: NDArray[np.uint8], name: str = "ran") -> None:
         )
 
 
-def _check_options(
+def search_options(
     k: int,
     n_ran_max: int,
+    *,
     max_depth: Any,
-    prefer: Any,
+    force_order: Any,
+    prefixes_only: Any,
+    prune: Any,
     rounding_digits: Any,
-    single: bool = False,
-) -> tuple[int, int]:
+    quality_bounds: Any,
+) -> SearchOptions:
+    """Validated :class:`SearchOptions` for ``k`` models with up to ``n_ran_max`` run."""
     if max_depth is None:
         depth = k
     else:
-        depth = _check_int(max_depth, "max_depth", 1)
-        depth = min(depth, k)
+        depth = min(check_int(max_depth, "max_depth", 1), k)
     if depth < n_ran_max:
         raise ValueError(
             f"max_depth={max_depth} is smaller than the number of models already run "
             f"({n_ran_max}); raise max_depth"
         )
-    if rounding_digits is None:
-        digits = -1
-    else:
-        digits = _check_int(rounding_digits, "rounding_digits", 0, 15)
-    if isinstance(prefer, str) and prefer not in ("cheapest", "expensive"):
-        raise ValueError(f"prefer must be 'cheapest' or 'expensive', got {prefer!r}")
-    if single and not isinstance(prefer, str):
-        raise ValueError(f"prefer must be 'cheapest' or 'expensive', got {prefer!r}")
-    return depth, digits
+    digits = check_rounding_digits(rounding_digits)
+    lower, upper = check_bounds(quality_bounds)
+    return SearchOptions(
+        max_depth=depth,
+        force_order=bool(force_order),
+        prefixes_only=bool(prefixes_only),
+        prune=bool(prune),
+        digits=-1 if digits is None else digits,
+        quality_lower=lower,
+        quality_upper=upper,
+    )
 
 
 def _check_lam(lam: Any, n: int | None) -> NDArray[np.float64]:
     if n is None and type(lam) is float:
         if not 0.0 <= lam <= MAX_MAGNITUDE:
-            raise ValueError(f"lam must be finite, non-negative and at most {MAX_MAGNITUDE:g}, got {lam}")
+            raise ValueError(
+                f"lam must be finite, non-negative and at most {MAX_MAGNITUDE:g}, got {lam}"
+            )
         return np.array(lam)
-    if isinstance(lam, (int, np.integer)) and not isinstance(lam, bool) and abs(int(lam)) > MAX_MAGNITUDE:
+    if (
+        isinstance(lam, (int, np.integer))
+        and not isinstance(lam, bool)
+        and abs(int(lam)) > MAX_MAGNITUDE
+    ):
         raise ValueError(f"lam must be at most {MAX_MAGNITUDE:g}, got {lam}")
     try:
         arr = np.asarray(lam)
@@ -270,57 +236,6 @@ def _check_lam(lam: Any, n: int | None) -> NDArray[np.float64]:
     if not _all_finite(out) or (out.size and (out.min() < 0 or out.max() > MAX_MAGNITUDE)):
         raise ValueError(f"lam must be finite, non-negative and at most {MAX_MAGNITUDE:g}")
     return out
-
-
-def _check_bounds(bounds: Any) -> tuple[float, float]:
-    """(lower, upper) of ``quality_bounds``; ``None`` is (-inf, inf), i.e. no clipping."""
-    if bounds is None:
-        return -math.inf, math.inf
-    if isinstance(bounds, np.ndarray):
-        if bounds.ndim != 1:
-            raise ValueError(
-                "quality_bounds must be a (lower, upper) pair, got an array of shape "
-                f"{bounds.shape}"
-            )
-        pair = bounds.tolist()
-    elif isinstance(bounds, (tuple, list)):
-        pair = list(bounds)
-    else:
-        raise TypeError(
-            "quality_bounds must be None or a (lower, upper) pair of numbers, got "
-            f"{type(bounds).__name__}"
-        )
-    if len(pair) != 2:
-        raise ValueError(
-            f"quality_bounds must be a (lower, upper) pair, got {len(pair)} values; pass e.g. "
-            "(0.0, 1.0), or (-inf, 1.0) for an upper bound only"
-        )
-    out = []
-    for name, v in zip(("lower", "upper"), pair):
-        if isinstance(v, (bool, np.bool_)) or not isinstance(
-            v, (int, float, np.integer, np.floating)
-        ):
-            raise TypeError(
-                f"quality_bounds {name} must be a real number (or -inf / inf), got "
-                f"{type(v).__name__}"
-            )
-        if isinstance(v, (int, np.integer)) and abs(int(v)) > MAX_MAGNITUDE:
-            raise ValueError(f"quality_bounds {name} is beyond +-{MAX_MAGNITUDE:g}; rescale it")
-        f = float(v)
-        if math.isnan(f):
-            raise ValueError(f"quality_bounds {name} is NaN; pass a number, or -inf / inf for none")
-        if math.isfinite(f) and abs(f) > MAX_MAGNITUDE:
-            raise ValueError(
-                f"quality_bounds {name} is beyond +-{MAX_MAGNITUDE:g}; rescale it or pass "
-                "-inf / inf for no bound"
-            )
-        out.append(f)
-    lower, upper = out
-    if not lower < upper:
-        raise ValueError(
-            f"quality_bounds must satisfy lower < upper, got ({lower!r}, {upper!r})"
-        )
-    return lower, upper
 
 
 # --------------------------------------------------------------------------- public API
@@ -366,11 +281,10 @@ def expected_max(
     stay below 0.02 and 0.0005). Clipping to ``quality_bounds`` keeps within these bounds
     (measured worst cases 0.035 and 0.002).
     """
-    q = _float_array(mean, "mean", 1)
-    k = q.shape[0]
-    _check_k(k, "mean")
+    q = float_array(mean, "mean", 1)
+    k = check_n_models(q.shape[0], "mean")
     mode, sd, chol = _uncertainty(var, cov, (), k)
-    lower, upper = _check_bounds(quality_bounds)
+    lower, upper = check_bounds(quality_bounds)
     from ._reference import clip_values, has_bounds, transform_samples
 
     if mode == 0:
@@ -378,7 +292,7 @@ def expected_max(
             q = q.copy()
             clip_values(q, lower, upper)
         return float(q.max())
-    normals = standard_normals(k, _check_n_samples(n_samples), _check_seed(seed))
+    normals = standard_normals(k, check_n_samples(n_samples), check_seed(seed))
     z = transform_samples(q, mode, sd, chol, normals, lower, upper)
     return float(z.max(axis=1).sum() / z.shape[0])
 
@@ -440,6 +354,7 @@ def search_supermodel(
     n_samples: int = 128,
     seed: int = 0,
     quality_bounds: tuple[float, float] | None = None,
+    max_work: int = DEFAULT_MAX_WORK,
 ) -> SearchResult:
     """Find the supermodel ``M ⊇ ran`` with the highest utility ``Q(M) − λ·C(M)``.
 
@@ -476,47 +391,43 @@ def search_supermodel(
         ``Q(M) = E[max_{i in M} clip(Z_i)]``; e.g. ``(0, 1)`` when qualities are
         probabilities, so that unbounded Gaussian tails do not overstate the value of running
         several uncertain models. ``None``: no clipping. Pruning stays exact.
+    max_work : int
+        Cap on the worst-case work of the decision, candidate supermodels times samples
+        (:func:`search_work`; default :data:`DEFAULT_MAX_WORK`). A search that could exceed
+        it raises ``ValueError`` naming ``max_depth`` before any work is done. A long search
+        stops within about 100 ms of Ctrl-C (C++ backend).
 
     Returns
     -------
     SearchResult
     """
-    q = _float_array(quality, "quality", 1)
-    k = q.shape[0]
-    _check_k(k)
-    c = _float_array(cost, "cost", 1, nonnegative=True)
+    q = float_array(quality, "quality", 1)
+    k = check_n_models(q.shape[0])
+    c = float_array(cost, "cost", 1, nonnegative=True)
     _check_shape(c, (k,), "cost", "one cost per model")
     lam_v = float(_check_lam(lam, None))
     nothing_ran = ran is None or (type(ran) is tuple and not ran)
-    ran_m = _ran_mask(ran, k)
+    ran_m = ran_indices(ran, k)
     n_ran = 0 if nothing_ran else int(ran_m.sum())
-    depth, digits = _check_options(k, n_ran, max_depth, prefer, rounding_digits, single=True)
+    check_choice(prefer, "prefer", ("cheapest", "expensive"))
+    options = search_options(
+        k,
+        n_ran,
+        max_depth=max_depth,
+        force_order=force_order,
+        prefixes_only=prefixes_only,
+        prune=prune,
+        rounding_digits=rounding_digits,
+        quality_bounds=quality_bounds,
+    )
     if prefixes_only:
         _check_prefix(ran_m)
-    lower, upper = _check_bounds(quality_bounds)
     mode, sd, chol = _uncertainty(var, cov, (), k)
-    normals = (
-        standard_normals(k, _check_n_samples(n_samples), _check_seed(seed))
-        if mode
-        else np.zeros((0, k))
-    )
-    nm, mask, util, qual, cst, evaluated = _backend.active().search(
-        q,
-        c,
-        lam_v,
-        mode,
-        sd,
-        chol,
-        normals,
-        ran_m,
-        depth,
-        bool(force_order),
-        bool(prefixes_only),
-        bool(prune),
-        prefer == "expensive",
-        digits,
-        lower,
-        upper,
+    n = check_n_samples(n_samples) if mode else 1
+    check_work(k, n_ran, options.max_depth, n, max_work)
+    normals = standard_normals(k, n, check_seed(seed)) if mode else np.zeros((0, k))
+    nm, mask, util, qual, cst, evaluated = _backend.active().run_search(
+        q, c, lam_v, mode, sd, chol, normals, ran_m, options, prefer == "expensive"
     )
     members = tuple(np.asarray(mask).nonzero()[0].tolist())
     return SearchResult(
@@ -542,6 +453,7 @@ def search_supermodel_batch(
     seed: int = 0,
     quality_bounds: tuple[float, float] | None = None,
     n_threads: int = 1,
+    max_work: int = DEFAULT_MAX_WORK,
 ) -> BatchSearchResult:
     """:func:`search_supermodel` for ``n`` queries at once (the GIL is released).
 
@@ -550,11 +462,13 @@ def search_supermodel_batch(
     a boolean ``(n,)`` array (True = prefer the most expensive of tied best supermodels);
     ``quality_bounds``: one ``(lower, upper)`` pair for all queries.
     ``n_threads`` threads share the queries (C++ backend; 0 = one per core).
+    ``max_work`` caps the worst-case work of each query's decision (see
+    :func:`search_supermodel`).
     """
-    q = _float_array(quality, "quality", 2)
+    q = float_array(quality, "quality", 2)
     n, k = q.shape
-    _check_k(k)
-    c = _float_array(cost, "cost", 2, nonnegative=True)
+    check_n_models(k)
+    c = float_array(cost, "cost", 2, nonnegative=True)
     _check_shape(c, (n, k), "cost", "one cost per query and model")
     lam_v = _check_lam(lam, n)
     if ran is None:
@@ -569,43 +483,37 @@ def search_supermodel_batch(
         _check_shape(r, (n, k), "ran", "a boolean mask of the models run per query")
         ran_m = np.ascontiguousarray(r, dtype=np.uint8)
     n_ran_max = int(ran_m.sum(axis=1).max()) if n else 0
-    depth, digits = _check_options(k, n_ran_max, max_depth, prefer, rounding_digits)
+    options = search_options(
+        k,
+        n_ran_max,
+        max_depth=max_depth,
+        force_order=force_order,
+        prefixes_only=prefixes_only,
+        prune=prune,
+        rounding_digits=rounding_digits,
+        quality_bounds=quality_bounds,
+    )
     if prefixes_only and n:
         _check_prefix(ran_m)
     if isinstance(prefer, str):
+        check_choice(prefer, "prefer", ("cheapest", "expensive"))
         pref = np.full(n, prefer == "expensive", dtype=np.uint8)
     else:
         p = np.asarray(prefer)
         if p.dtype != np.bool_:
-            raise TypeError(f"prefer must be 'cheapest', 'expensive' or a boolean array, got {p.dtype}")
+            raise TypeError(
+                f"prefer must be 'cheapest', 'expensive' or a boolean array, got {p.dtype}"
+            )
         _check_shape(p, (n,), "prefer", "one tie-breaking flag per query")
         pref = np.ascontiguousarray(p, dtype=np.uint8)
-    lower, upper = _check_bounds(quality_bounds)
     mode, sd, chol = _uncertainty(var, cov, (n,), k)
-    normals = (
-        standard_normals(k, _check_n_samples(n_samples), _check_seed(seed))
-        if mode
-        else np.zeros((0, k))
-    )
-    threads = _check_int(n_threads, "n_threads", 0)
-    nm, mask, util, qual, cst, evaluated = _backend.active().search_batch(
-        q,
-        c,
-        lam_v,
-        mode,
-        sd,
-        chol,
-        normals,
-        ran_m,
-        depth,
-        bool(force_order),
-        bool(prefixes_only),
-        bool(prune),
-        pref,
-        digits,
-        lower,
-        upper,
-        n_threads=threads,
+    n_smp = check_n_samples(n_samples) if mode else 1
+    fewest_ran = int(ran_m.sum(axis=1).min()) if n else 0
+    check_work(k, fewest_ran, options.max_depth, n_smp, max_work)
+    normals = standard_normals(k, n_smp, check_seed(seed)) if mode else np.zeros((0, k))
+    threads = check_int(n_threads, "n_threads", 0)
+    nm, mask, util, qual, cst, evaluated = _backend.active().run_search_batch(
+        q, c, lam_v, mode, sd, chol, normals, ran_m, options, pref, threads
     )
     return BatchSearchResult(
         np.asarray(nm, dtype=np.int64),
@@ -618,11 +526,13 @@ def search_supermodel_batch(
 
 
 __all__: Sequence[str] = [
+    "DEFAULT_MAX_WORK",
     "MAX_MODELS",
     "BatchSearchResult",
     "SearchResult",
     "expected_max",
     "search_supermodel",
     "search_supermodel_batch",
+    "search_work",
     "standard_normals",
 ]

@@ -18,7 +18,8 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ._arrays import MAX_MAGNITUDE, all_within, finite_array
+from .validation import MAX_MAGNITUDE, all_within
+from .validation import float_array as finite_array
 
 #: Variance given to the estimate of a model that has run (its quality is then almost known).
 RUN_VARIANCE = 1e-6

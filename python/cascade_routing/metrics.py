@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ._arrays import finite_array
+from .validation import float_array as finite_array
 
 __all__ = [
     "as_percent",

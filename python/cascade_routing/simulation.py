@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ._arrays import finite_array
+from .validation import float_array as finite_array
 from .datasets import Dataset
 from .estimators import RUN_VARIANCE, ConstantCost, TwoPhaseCost, TwoPhaseQuality
 

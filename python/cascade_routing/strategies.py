@@ -23,8 +23,10 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _backend
-from ._arrays import finite_array
-from .engine import _check_bounds, _check_psd, standard_normals
+from .validation import float_array as finite_array
+from .engine import standard_normals
+from .validation import check_bounds as _check_bounds
+from .validation import check_psd as _check_psd
 from .estimators import (
     ConstantCost,
     QualityEstimate,
