@@ -21,11 +21,17 @@ namespace py = pybind11;
 template <class T>
 constexpr const char* dtype_name();
 template <>
-constexpr const char* dtype_name<double>() { return "float64"; }
+constexpr const char* dtype_name<double>() {
+    return "float64";
+}
 template <>
-constexpr const char* dtype_name<std::uint8_t>() { return "uint8"; }
+constexpr const char* dtype_name<std::uint8_t>() {
+    return "uint8";
+}
 template <>
-constexpr const char* dtype_name<std::int64_t>() { return "int64"; }
+constexpr const char* dtype_name<std::int64_t>() {
+    return "int64";
+}
 
 inline std::string shape_string(const py::array& a) {
     std::string s = "(";
@@ -105,8 +111,8 @@ inline void require_shape(const py::array& a, const char* name,
     }
     if (expected.size() == 1) want += ",";
     want += ")";
-    throw py::value_error(std::string(name) + " must have shape " + what + " = " + want +
-                          ", got " + shape_string(a));
+    throw py::value_error(std::string(name) + " must have shape " + what + " = " + want + ", got " +
+                          shape_string(a));
 }
 
 //! Number of models from the leading array, checked against 1..kMaxModels.
@@ -143,9 +149,10 @@ inline int check_threads(int n_threads) {
 inline void check_bounds(double lower, double upper) {
     if (lower < upper) return;
     auto text = [](double x) { return py::repr(py::float_(x)).cast<std::string>(); };
-    throw py::value_error("the quality bounds must satisfy lower < upper (-inf / inf for no "
-                          "bound, never NaN), got lower=" + text(lower) + ", upper=" +
-                          text(upper));
+    throw py::value_error(
+        "the quality bounds must satisfy lower < upper (-inf / inf for no "
+        "bound, never NaN), got lower=" +
+        text(lower) + ", upper=" + text(upper));
 }
 
 //! The search options shared by search, search_batch and replay_two_phase, checked.

@@ -13,11 +13,10 @@ py::tuple replay_two_phase_py(py::handle ante_quality_obj, py::handle post_quali
                               py::handle ante_sd_obj, py::handle post_sd_obj,
                               py::handle ante_cost_obj, py::handle post_cost_obj,
                               py::handle true_quality_obj, py::handle true_cost_obj,
-                              py::handle lambdas_obj, py::handle prefer_obj,
-                              py::handle normals_obj, bool use_sd, int strategy_int,
-                              py::handle thresholds_obj, std::int64_t max_depth,
-                              bool force_order, bool prefixes_only, bool prune, int digits,
-                              bool select_last, double lower, double upper,
+                              py::handle lambdas_obj, py::handle prefer_obj, py::handle normals_obj,
+                              bool use_sd, int strategy_int, py::handle thresholds_obj,
+                              std::int64_t max_depth, bool force_order, bool prefixes_only,
+                              bool prune, int digits, bool select_last, double lower, double upper,
                               int n_threads) {
     py::array ante_quality = input<double>(ante_quality_obj, "ante_quality");
     if (ante_quality.ndim() != 2)
@@ -62,8 +61,10 @@ py::tuple replay_two_phase_py(py::handle ante_quality_obj, py::handle post_quali
     if (strategy == Strategy::supermodel_search) {
         lambdas = input<double>(lambdas_obj, "lambdas");
         if (lambdas.ndim() != 1 || lambdas.shape(0) < 1)
-            throw py::value_error("lambdas must be 1-D with at least one entry (one per step), "
-                                  "got shape " + shape_string(lambdas));
+            throw py::value_error(
+                "lambdas must be 1-D with at least one entry (one per step), "
+                "got shape " +
+                shape_string(lambdas));
         in.lambdas = ptr<double>(lambdas);
         in.n_lambdas = static_cast<std::size_t>(lambdas.shape(0));
         if (use_sd) {
@@ -76,9 +77,9 @@ py::tuple replay_two_phase_py(py::handle ante_quality_obj, py::handle post_quali
     } else {
         thresholds = input<double>(thresholds_obj, "thresholds");
         if (thresholds.ndim() != 1 || thresholds.shape(0) < k - 1)
-            throw py::value_error("thresholds must be 1-D with at least k - 1 = " +
-                                  std::to_string(k - 1) + " entries (one per step), got shape " +
-                                  shape_string(thresholds));
+            throw py::value_error(
+                "thresholds must be 1-D with at least k - 1 = " + std::to_string(k - 1) +
+                " entries (one per step), got shape " + shape_string(thresholds));
         in.thresholds = ptr<double>(thresholds);
     }
 
@@ -95,8 +96,7 @@ py::tuple replay_two_phase_py(py::handle ante_quality_obj, py::handle post_quali
     BatchStatus status;
     {
         py::gil_scoped_release release;
-        status = replay_two_phase(in, static_cast<std::size_t>(n), k, normals, opt, out,
-                                  n_threads);
+        status = replay_two_phase(in, static_cast<std::size_t>(n), k, normals, opt, out, n_threads);
     }
     raise_status(status, "the replay input");
     return py::make_tuple(std::move(selected), std::move(n_run), std::move(order),
@@ -108,11 +108,10 @@ py::tuple replay_two_phase_py(py::handle ante_quality_obj, py::handle post_quali
 void bind_replay(py::module_& m) {
     m.def("replay_two_phase", &replay_two_phase_py, py::arg("ante_quality"),
           py::arg("post_quality"), py::arg("ante_sd"), py::arg("post_sd"), py::arg("ante_cost"),
-          py::arg("post_cost"), py::arg("true_quality"), py::arg("true_cost"),
-          py::arg("lambdas"), py::arg("prefer_expensive"), py::arg("normals"),
-          py::arg("use_sd"), py::arg("strategy"), py::arg("thresholds"), py::arg("max_depth"),
-          py::arg("force_order"), py::arg("prefixes_only"), py::arg("prune"), py::arg("digits"),
-          py::arg("select_last"),
+          py::arg("post_cost"), py::arg("true_quality"), py::arg("true_cost"), py::arg("lambdas"),
+          py::arg("prefer_expensive"), py::arg("normals"), py::arg("use_sd"), py::arg("strategy"),
+          py::arg("thresholds"), py::arg("max_depth"), py::arg("force_order"),
+          py::arg("prefixes_only"), py::arg("prune"), py::arg("digits"), py::arg("select_last"),
           py::arg("lower") = -std::numeric_limits<double>::infinity(),
           py::arg("upper") = std::numeric_limits<double>::infinity(), py::kw_only(),
           py::arg("n_threads") = 1,

@@ -43,8 +43,8 @@ py::array cholesky_psd_py(py::handle cov_obj) {
 py::tuple search_py(py::handle quality_obj, py::handle cost_obj, double lam, int mode_int,
                     py::handle sd_obj, py::handle chol_obj, py::handle normals_obj,
                     py::handle ran_obj, std::int64_t max_depth, bool force_order,
-                    bool prefixes_only, bool prune, bool prefer_expensive, int digits,
-                    double lower, double upper) {
+                    bool prefixes_only, bool prune, bool prefer_expensive, int digits, double lower,
+                    double upper) {
     py::array quality = input<double>(quality_obj, "quality");
     if (quality.ndim() != 1)
         throw py::value_error("quality must be 1-D (k,), got shape " + shape_string(quality));
@@ -103,9 +103,8 @@ py::tuple search_py(py::handle quality_obj, py::handle cost_obj, double lam, int
 py::tuple search_batch_py(py::handle quality_obj, py::handle cost_obj, py::handle lam_obj,
                           int mode_int, py::handle sd_obj, py::handle chol_obj,
                           py::handle normals_obj, py::handle ran_obj, std::int64_t max_depth,
-                          bool force_order, bool prefixes_only, bool prune,
-                          py::handle prefer_obj, int digits, double lower, double upper,
-                          int n_threads) {
+                          bool force_order, bool prefixes_only, bool prune, py::handle prefer_obj,
+                          int digits, double lower, double upper, int n_threads) {
     py::array quality = input<double>(quality_obj, "quality");
     if (quality.ndim() != 2)
         throw py::value_error("quality must be 2-D (n, k), got shape " + shape_string(quality));
@@ -175,16 +174,15 @@ void bind_search(py::module_& m) {
           "Lower Cholesky factor of a PSD matrix (k, k); non-positive pivots give zero columns.");
     m.def("search", &search_py, py::arg("quality"), py::arg("cost"), py::arg("lam"),
           py::arg("mode"), py::arg("sd"), py::arg("chol"), py::arg("normals"), py::arg("ran"),
-          py::arg("max_depth"), py::arg("force_order"), py::arg("prefixes_only"),
-          py::arg("prune"), py::arg("prefer_expensive"), py::arg("digits"),
-          py::arg("lower") = -kInf, py::arg("upper") = kInf,
+          py::arg("max_depth"), py::arg("force_order"), py::arg("prefixes_only"), py::arg("prune"),
+          py::arg("prefer_expensive"), py::arg("digits"), py::arg("lower") = -kInf,
+          py::arg("upper") = kInf,
           "Best supermodel of one query: (next_model, mask, utility, quality, cost, evaluated).");
     m.def("search_batch", &search_batch_py, py::arg("quality"), py::arg("cost"), py::arg("lam"),
           py::arg("mode"), py::arg("sd"), py::arg("chol"), py::arg("normals"), py::arg("ran"),
-          py::arg("max_depth"), py::arg("force_order"), py::arg("prefixes_only"),
-          py::arg("prune"), py::arg("prefer_expensive"), py::arg("digits"),
-          py::arg("lower") = -kInf, py::arg("upper") = kInf, py::kw_only(),
-          py::arg("n_threads") = 1,
+          py::arg("max_depth"), py::arg("force_order"), py::arg("prefixes_only"), py::arg("prune"),
+          py::arg("prefer_expensive"), py::arg("digits"), py::arg("lower") = -kInf,
+          py::arg("upper") = kInf, py::kw_only(), py::arg("n_threads") = 1,
           "search over n queries (GIL released): (next_model, mask, utility, quality, cost, "
           "evaluated).");
 }

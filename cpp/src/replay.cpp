@@ -10,8 +10,7 @@
 namespace cascade_routing {
 
 BatchStatus replay_two_phase(const ReplayInput& in, std::size_t n, int k, const Normals& normals,
-                             const SearchOptions& opt, const ReplayOutput& out,
-                             int n_threads) {
+                             const SearchOptions& opt, const ReplayOutput& out, int n_threads) {
     if (k < 1 || k > kMaxModels) return {Status::bad_size, 0};
     const bool search_strategy = in.strategy == Strategy::supermodel_search;
     const bool sampled = search_strategy && in.use_sd;

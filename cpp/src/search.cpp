@@ -385,8 +385,7 @@ void enumerate_supersets(const Q& quality, const Context& cx, const SearchOption
         const double cc = cst[depth] + cx.cost[m];
         ++evaluated;
         // Lemma 1: a negative marginal gain rules out every superset containing m.
-        if (prune && (cx.n_ran + depth) > 0 &&
-            (qc - qual[depth]) - cx.lam * cx.cost[m] < neg_tol)
+        if (prune && (cx.n_ran + depth) > 0 && (qc - qual[depth]) - cx.lam * cx.cost[m] < neg_tol)
             continue;
         const std::uint64_t pm = pmask[depth] | (std::uint64_t{1} << m);
         if (best.offer(qc, cc, cx.lam, cx.scale, cx.prefer_expensive)) {
@@ -402,8 +401,8 @@ void enumerate_supersets(const Q& quality, const Context& cx, const SearchOption
 }
 
 template <class Q>
-void enumerate(const Q& quality, const Context& cx, const SearchOptions& opt,
-               SearchWorkspace& ws, Best& best, std::int64_t& evaluated) {
+void enumerate(const Q& quality, const Context& cx, const SearchOptions& opt, SearchWorkspace& ws,
+               Best& best, std::int64_t& evaluated) {
     if (opt.prefixes_only)
         enumerate_prefixes(quality, cx, opt, ws, best, evaluated);
     else
@@ -518,8 +517,8 @@ void SearchWorkspace::fill_column_chol(int i, double quality, const double* chol
     column_stats(col, ns, col_maxabs_[i], col_check_[i]);
 }
 
-Status search_prepared(const SearchInput& in, int k, const SearchOptions& opt,
-                       SearchWorkspace& ws, SearchResult& out) {
+Status search_prepared(const SearchInput& in, int k, const SearchOptions& opt, SearchWorkspace& ws,
+                       SearchResult& out) {
     if (k < 1 || k > kMaxModels) return Status::bad_size;
     const bool sampled = in.mode != Mode::exact;
     const std::size_t ns = ws.ns_;
@@ -599,7 +598,11 @@ Status search_prepared(const SearchInput& in, int k, const SearchOptions& opt,
         best.mask = cx.ranmask;
     }
     if (sampled) {
-        const SampledQuality quality{ws.z_, rowmax, ws.scratch_, ns, static_cast<double>(ns),
+        const SampledQuality quality{ws.z_,
+                                     rowmax,
+                                     ws.scratch_,
+                                     ns,
+                                     static_cast<double>(ns),
                                      ns >= 8 && ns <= 128 && opt.use_avx && cpu_has_avx()};
         enumerate(quality, cx, opt, ws, best, evaluated);
     } else {
@@ -651,8 +654,7 @@ Status search(const SearchInput& in, int k, const SearchOptions& opt, SearchWork
     return search_prepared(in, k, opt, ws, out);
 }
 
-void write_mask(const SearchResult& r, const std::uint8_t* ran, int k,
-                std::uint8_t* out) noexcept {
+void write_mask(const SearchResult& r, const std::uint8_t* ran, int k, std::uint8_t* out) noexcept {
     for (int i = 0; i < k; ++i) {
         const bool member = (r.mask >> i) & 1u;
         if (!member)

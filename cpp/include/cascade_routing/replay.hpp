@@ -26,13 +26,13 @@ struct ReplayInput {
     const double* post_cost = nullptr;
     const double* true_quality = nullptr;
     const double* true_cost = nullptr;
-    const double* lambdas = nullptr;  //!< one per step j = |R|; the last is reused
-    std::size_t n_lambdas = 0;        //!< at least 1 for strategy 0
+    const double* lambdas = nullptr;                 //!< one per step j = |R|; the last is reused
+    std::size_t n_lambdas = 0;                       //!< at least 1 for strategy 0
     const std::uint8_t* prefer_expensive = nullptr;  //!< (n,) tie-breaking coin per query
     bool use_sd = false;
     Strategy strategy = Strategy::supermodel_search;
     const double* thresholds = nullptr;  //!< at least k - 1 entries for strategy 1
-    bool select_last = false;  //!< answer = last model run (else best post-hoc estimate)
+    bool select_last = false;            //!< answer = last model run (else best post-hoc estimate)
 };
 
 //! Outputs: selected, n_run (n,) int64; order (n, k) int64, -1 padded; cost, quality (n,).
@@ -47,7 +47,6 @@ struct ReplayOutput {
 //! Replay `n` queries with `k` models on `n_threads` threads (0 = one per core). Results do
 //! not depend on the number of threads. Throws only std::bad_alloc.
 BatchStatus replay_two_phase(const ReplayInput& in, std::size_t n, int k, const Normals& normals,
-                             const SearchOptions& options, const ReplayOutput& out,
-                             int n_threads);
+                             const SearchOptions& options, const ReplayOutput& out, int n_threads);
 
 }  // namespace cascade_routing

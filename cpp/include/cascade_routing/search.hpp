@@ -46,7 +46,7 @@ struct BatchStatus {
 //! Search options shared by all queries of a call.
 struct SearchOptions {
     std::int64_t max_depth = kMaxModels;  //!< largest supermodel size (run models included)
-    bool force_order = true;     //!< new models must come after every run model
+    bool force_order = true;              //!< new models must come after every run model
     bool prefixes_only = false;  //!< only prefixes m_0..m_j are candidates (optimal cascade)
     bool prune = true;           //!< drop children with a negative marginal gain (Lemma 1)
     int digits = 8;              //!< round utilities to this many decimals; -1 = no rounding
@@ -85,8 +85,8 @@ struct SearchInput {
 
 //! Best supermodel of one query.
 struct SearchResult {
-    int next_model = -1;       //!< model to run next, -1 = stop
-    std::uint64_t mask = 0;    //!< members of the best supermodel (bit i = model i)
+    int next_model = -1;          //!< model to run next, -1 = stop
+    std::uint64_t mask = 0;       //!< members of the best supermodel (bit i = model i)
     bool mask_is_prefix = false;  //!< the best candidate came from the prefix enumeration
     double utility = 0.0;
     double quality = 0.0;
@@ -118,9 +118,9 @@ public:
     const double* u_ = nullptr;    // normals[s, j] = u_[j * u_column_step_ + s * u_sample_step_]
     std::size_t u_column_step_ = 0;
     std::size_t u_sample_step_ = 0;
-    double* z_ = nullptr;          // (k, ns): column i = quality samples of model i
-    double* rowmax_ = nullptr;     // (k + 1, ns): row maxima per depth of the search
-    double* scratch_ = nullptr;    // (ns,)
+    double* z_ = nullptr;        // (k, ns): column i = quality samples of model i
+    double* rowmax_ = nullptr;   // (k + 1, ns): row maxima per depth of the search
+    double* scratch_ = nullptr;  // (ns,)
     // Per-column and per-depth scratch, written before it is read (left uninitialised).
     double col_maxabs_[kMaxModels];
     double col_check_[kMaxModels];  // NaN iff the column holds a non-finite value
