@@ -7,6 +7,7 @@ fallbacks and test oracles.
 
 from __future__ import annotations
 
+from ._version import __version__
 from ._backend import available as available_backends
 from ._backend import backend, set_backend, use_backend
 from .estimators import (
@@ -30,18 +31,22 @@ from .strategies import (
     load_policy,
 )
 from .engine import (
+    DEFAULT_MAX_WORK,
     MAX_MODELS,
     BatchSearchResult,
     SearchResult,
     expected_max,
     search_supermodel,
     search_supermodel_batch,
+    search_work,
     standard_normals,
 )
+from .options import SearchOptions, UncertaintyMode
+from .validation import UnknownModelError
 
-__version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_MAX_WORK",
     "MAX_MODELS",
     "AllModelsFailedError",
     "BatchSearchResult",
@@ -53,6 +58,7 @@ __all__ = [
     "ReplayResult",
     "Router",
     "RunResult",
+    "SearchOptions",
     "SearchResult",
     "Step",
     "Strategy",
@@ -60,6 +66,8 @@ __all__ = [
     "ThresholdCascade",
     "TwoPhaseCost",
     "TwoPhaseQuality",
+    "UncertaintyMode",
+    "UnknownModelError",
     "load_policy",
     "__version__",
     "available_backends",
@@ -67,6 +75,7 @@ __all__ = [
     "expected_max",
     "search_supermodel",
     "search_supermodel_batch",
+    "search_work",
     "set_backend",
     "standard_normals",
     "use_backend",
