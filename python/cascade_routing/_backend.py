@@ -137,10 +137,10 @@ def _load(name: str) -> Backend:
         from . import _reference as ref
 
         def search_batch(*args: Any, n_threads: int = 1) -> Any:
-            return ref.search_batch_kernel(*args)
+            return ref.search_batch_kernel(*args)  # type: ignore[no-untyped-call]
 
         def replay(*args: Any, n_threads: int = 1) -> Any:
-            return ref.replay_two_phase_kernel(*args)
+            return ref.replay_two_phase_kernel(*args)  # type: ignore[no-untyped-call]
 
         return Backend("numpy", ref.search_kernel, search_batch, replay, ref.cholesky_psd)
     raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")

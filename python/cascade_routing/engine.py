@@ -288,12 +288,12 @@ def expected_max(
     from ._reference import clip_values, has_bounds, transform_samples
 
     if mode == 0:
-        if has_bounds(lower, upper):
+        if has_bounds(lower, upper):  # type: ignore[no-untyped-call]
             q = q.copy()
-            clip_values(q, lower, upper)
+            clip_values(q, lower, upper)  # type: ignore[no-untyped-call]
         return float(q.max())
     normals = standard_normals(k, check_n_samples(n_samples), check_seed(seed))
-    z = transform_samples(q, mode, sd, chol, normals, lower, upper)
+    z = transform_samples(q, mode, sd, chol, normals, lower, upper)  # type: ignore[no-untyped-call]
     return float(z.max(axis=1).sum() / z.shape[0])
 
 
