@@ -17,9 +17,11 @@ from cascade_routing.validation import UnknownModelError
 
 
 def _count_candidates(k: int, ran: tuple[int, ...], depth: int) -> int:
-    """Supersets of ``ran`` with at most ``depth`` members, counted by enumeration."""
+    """Supersets of ``ran`` with at most ``depth`` members, counted by enumeration (the empty
+    set is no candidate: something must run)."""
     free = [i for i in range(k) if i not in ran]
-    return sum(1 for size in range(0, depth - len(ran) + 1) for _ in combinations(free, size))
+    smallest = 0 if ran else 1
+    return sum(1 for size in range(smallest, depth - len(ran) + 1) for _ in combinations(free, size))
 
 
 @pytest.mark.parametrize(
@@ -62,11 +64,11 @@ def test_suggested_depth_fits_the_cap_and_the_next_does_not() -> None:
 
 def test_max_work_is_settable_per_call() -> None:
     q, c = [0.1, 0.5, 0.9], [0.1, 0.2, 0.3]
-    with pytest.raises(ValueError, match="max_work=7"):
-        cr.search_supermodel(q, c, 0.0, max_work=7)  # 8 candidates with the empty set
-    assert cr.search_supermodel(q, c, 0.0, max_work=8).next_model is not None
+    with pytest.raises(ValueError, match="max_work=6"):
+        cr.search_supermodel(q, c, 0.0, max_work=6)  # 7 non-empty subsets of 3 models
+    assert cr.search_supermodel(q, c, 0.0, max_work=7).next_model is not None
     with pytest.raises(TypeError, match="max_work"):
-        cr.search_supermodel(q, c, 0.0, max_work=8.0)
+        cr.search_supermodel(q, c, 0.0, max_work=7.0)
     with pytest.raises(ValueError, match="max_work"):
         cr.search_supermodel(q, c, 0.0, max_work=0)
 

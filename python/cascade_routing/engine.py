@@ -39,7 +39,7 @@ Prefer = Literal["cheapest", "expensive"]
 
 #: Default cap on the work of one decision: candidate supermodels times quasi-Monte Carlo
 #: samples (one sample per candidate without uncertainty). About a quarter of a second of
-#: compiled search on one core; see :func:`search_work` and docs/algorithm.md.
+#: compiled search on one core; see :func:`search_work` and docs/algorithm.md §11.
 DEFAULT_MAX_WORK = 1 << 28
 
 #: Bytes of Sobol samples kept in memory between calls (the least recently used go first).
@@ -53,13 +53,13 @@ def search_work(k: int, n_ran: int, max_depth: int | None, n_samples: int) -> in
     """Worst-case work of one decision: candidates times samples (before any pruning).
 
     The candidates are the supersets of the ``n_ran`` run models with at most ``max_depth``
-    members: ``sum_{i=1..d-n_ran} C(k - n_ran, i)``, plus the run-set itself. Without
-    uncertainty pass ``n_samples=1``.
+    members: ``sum_{i=1..d-n_ran} C(k - n_ran, i)``, plus the run-set itself (stopping) when
+    a model has run (docs/algorithm.md §11). Without uncertainty pass ``n_samples=1``.
     """
     free = k - n_ran
     depth = k if max_depth is None else min(max_depth, k)
     add = max(min(depth - n_ran, free), 0)
-    candidates = 1 + sum(math.comb(free, i) for i in range(1, add + 1))
+    candidates = (1 if n_ran else 0) + sum(math.comb(free, i) for i in range(1, add + 1))
     return candidates * max(n_samples, 1)
 
 
@@ -83,7 +83,7 @@ def check_work(
             f"a decision over {k} models with max_depth={max_depth} may score "
             f"{work // max(n_samples, 1):,} supermodels x {max(n_samples, 1)} samples = "
             f"{work:,} > max_work={cap:,}; pass max_depth <= {max(deepest, 1)}, fewer "
-            "n_samples, or a larger max_work (see docs/algorithm.md)"
+            "n_samples, or a larger max_work (see docs/algorithm.md §11)"
         )
     return cap
 

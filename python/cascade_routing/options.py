@@ -41,7 +41,7 @@ class SearchOptions:
     prefixes_only : bool
         Only prefixes ``m_0 .. m_j`` are candidates (the optimal cascade).
     prune : bool
-        Drop children with a negative marginal gain (exact; see docs/algorithm.md).
+        Drop children with a negative marginal gain (exact; see docs/algorithm.md §4).
     digits : int
         Round utilities to this many decimals before comparing; ``-1``: no rounding.
     quality_lower, quality_upper : float
