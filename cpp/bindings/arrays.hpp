@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <stdexcept>
 #include <string>
 
 #include "cascade_routing/search.hpp"
@@ -201,6 +202,8 @@ inline void raise_status(Status status, const char* what) {
                                   "utility overflows); pass finite numbers");
         case Status::bad_size:
             throw py::value_error(std::string(what) + " has an unsupported size");
+        case Status::cancelled:  // only a SignalWatch cancels, and it raises its own error
+            throw std::runtime_error("the call into the core was cancelled");
     }
 }
 

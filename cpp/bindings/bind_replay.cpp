@@ -5,6 +5,7 @@
 
 #include "arrays.hpp"
 #include "cascade_routing/replay.hpp"
+#include "interrupt.hpp"
 
 namespace cascade_routing::bindings {
 namespace {
@@ -41,7 +42,7 @@ py::tuple replay_two_phase_py(py::handle ante_quality_obj, py::handle post_quali
             "strategy must be 0 (supermodel search) or 1 (threshold cascade), got " +
             std::to_string(strategy_int));
     const Strategy strategy = static_cast<Strategy>(strategy_int);
-    const SearchOptions opt =
+    SearchOptions opt =
         make_options(max_depth, force_order, prefixes_only, prune, digits, lower, upper);
     check_threads(n_threads);
 
@@ -94,10 +95,13 @@ py::tuple replay_two_phase_py(py::handle ante_quality_obj, py::handle post_quali
     out.quality = quality_out.mutable_data();
 
     BatchStatus status;
+    SignalWatch watch;
+    opt.cancel = watch.cancellation();
     {
         py::gil_scoped_release release;
         status = replay_two_phase(in, static_cast<std::size_t>(n), k, normals, opt, out, n_threads);
     }
+    watch.rethrow();
     raise_status(status, "the replay input");
     return py::make_tuple(std::move(selected), std::move(n_run), std::move(order),
                           std::move(cost_out), std::move(quality_out));

@@ -6,6 +6,7 @@
 
 #include "arrays.hpp"
 #include "cascade_routing/search.hpp"
+#include "interrupt.hpp"
 
 namespace cascade_routing::bindings {
 namespace {
@@ -54,7 +55,7 @@ py::tuple search_py(py::handle quality_obj, py::handle cost_obj, double lam, int
     py::array ran = mask_input(ran_obj, "ran");
     require_shape(ran, "ran", {k}, "(k,)");
     const Mode mode = check_mode(mode_int);
-    const SearchOptions opt =
+    SearchOptions opt =
         make_options(max_depth, force_order, prefixes_only, prune, digits, lower, upper);
 
     SearchInput in;
@@ -89,8 +90,14 @@ py::tuple search_py(py::handle quality_obj, py::handle cost_obj, double lam, int
     int n_ran = 0;
     for (int i = 0; i < k; ++i) n_ran += in.ran[i] != 0;
     if (search_work(k, n_ran, max_depth, normals.n_samples) >= kReleaseGilWork) {
-        py::gil_scoped_release release;
-        run();
+        // Long enough to release the GIL, possibly long enough to need Ctrl-C.
+        SignalWatch watch;
+        opt.cancel = watch.cancellation();
+        {
+            py::gil_scoped_release release;
+            run();
+        }
+        watch.rethrow();
     } else {
         run();
     }
@@ -119,7 +126,7 @@ py::tuple search_batch_py(py::handle quality_obj, py::handle cost_obj, py::handl
     py::array prefer = mask_input(prefer_obj, "prefer_expensive");
     require_shape(prefer, "prefer_expensive", {n}, "(n,)");
     const Mode mode = check_mode(mode_int);
-    const SearchOptions opt =
+    SearchOptions opt =
         make_options(max_depth, force_order, prefixes_only, prune, digits, lower, upper);
     check_threads(n_threads);
 
@@ -156,10 +163,13 @@ py::tuple search_batch_py(py::handle quality_obj, py::handle cost_obj, py::handl
     out.evaluated = evaluated.mutable_data();
 
     BatchStatus status;
+    SignalWatch watch;
+    opt.cancel = watch.cancellation();
     {
         py::gil_scoped_release release;
         status = search_batch(in, static_cast<std::size_t>(n), k, normals, opt, out, n_threads);
     }
+    watch.rethrow();
     raise_status(status, "the search input");
     return py::make_tuple(std::move(next_model), std::move(mask), std::move(utility),
                           std::move(quality_out), std::move(cost_out), std::move(evaluated));

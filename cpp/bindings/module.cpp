@@ -1,5 +1,26 @@
 // The compiled core of cascade_routing. Users import `cascade_routing`, never `_core`.
+#include <atomic>
+
 #include "arrays.hpp"
+#include "interrupt.hpp"
+
+namespace cascade_routing::bindings {
+namespace {
+// Set once at import; read by every call that can be interrupted.
+std::atomic<unsigned long> main_thread_ident{0};
+}  // namespace
+
+void record_main_thread() {
+    const unsigned long ident =
+        py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>();
+    main_thread_ident.store(ident, std::memory_order_relaxed);
+}
+
+bool on_main_thread() {
+    return PyThread_get_thread_ident() == main_thread_ident.load(std::memory_order_relaxed);
+}
+
+}  // namespace cascade_routing::bindings
 
 PYBIND11_MODULE(_core, m, pybind11::mod_gil_not_used()) {
     m.doc() =
@@ -7,6 +28,7 @@ PYBIND11_MODULE(_core, m, pybind11::mod_gil_not_used()) {
         "strategy replay, PSD Cholesky. Same contracts as cascade_routing._reference.";
     m.attr("MAX_MODELS") = cascade_routing::kMaxModels;
     m.attr("PRUNE_SLACK") = cascade_routing::kPruneSlack;
+    cascade_routing::bindings::record_main_thread();
     cascade_routing::bindings::bind_search(m);
     cascade_routing::bindings::bind_replay(m);
 }

@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <exception>
 #include <mutex>
@@ -59,22 +61,36 @@ private:
     std::atomic<bool> any_{false};
 };
 
+//! How often the calling thread runs the cancellation hook while it waits for the others.
+inline constexpr std::chrono::milliseconds kCancelWaitPoll{5};
+
 //! Run `worker(blocks)` on up to `n_threads` threads (the calling thread included) and wait.
 //! If a thread cannot be started, the others take its rows. An exception in a worker (only
-//! std::bad_alloc in practice) is rethrown after every thread has joined.
+//! std::bad_alloc in practice) is rethrown after every thread has joined. With a cancellation
+//! hook, the calling thread keeps running it while it waits for the others (its own rows
+//! done), so that a request to stop is still noticed.
 template <class Worker>
-void run_workers(int n_threads, RowBlocks& blocks, Worker& worker) {
+void run_workers(int n_threads, RowBlocks& blocks, Worker& worker,
+                 const Cancellation* cancel = nullptr) {
     std::vector<std::exception_ptr> errors(static_cast<std::size_t>(std::max(n_threads, 1)));
     std::vector<std::thread> pool;
     pool.reserve(errors.size());
+    std::mutex mutex;
+    std::condition_variable done;
+    std::size_t finished = 0;
     for (int t = 1; t < n_threads; ++t) {
         try {
-            pool.emplace_back([&worker, &blocks, &errors, t] {
+            pool.emplace_back([&worker, &blocks, &errors, &mutex, &done, &finished, t] {
                 try {
                     worker(blocks);
                 } catch (...) {
                     errors[static_cast<std::size_t>(t)] = std::current_exception();
                 }
+                {
+                    std::lock_guard<std::mutex> lock(mutex);
+                    ++finished;
+                }
+                done.notify_one();
             });
         } catch (const std::system_error&) {
             break;  // no more threads: the started ones and this one share all rows
@@ -84,6 +100,15 @@ void run_workers(int n_threads, RowBlocks& blocks, Worker& worker) {
         worker(blocks);
     } catch (...) {
         errors[0] = std::current_exception();
+    }
+    if (cancel != nullptr && cancel->poll != nullptr && !pool.empty()) {
+        std::unique_lock<std::mutex> lock(mutex);
+        const std::size_t started = pool.size();
+        while (!done.wait_for(lock, kCancelWaitPoll, [&] { return finished == started; })) {
+            lock.unlock();
+            cancel->stop();
+            lock.lock();
+        }
     }
     for (auto& th : pool) th.join();
     for (auto& e : errors)

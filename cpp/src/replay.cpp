@@ -3,6 +3,7 @@
 #include "cascade_routing/replay.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 
 #include "parallel.hpp"
@@ -21,6 +22,7 @@ BatchStatus replay_two_phase(const ReplayInput& in, std::size_t n, int k, const 
     const std::size_t kk = static_cast<std::size_t>(k);
     detail::RowBlocks blocks(n, detail::block_size(n, threads));
     detail::FirstFailure failure;
+    std::atomic<bool> cancelled{false};
 
     auto worker = [&](detail::RowBlocks& rows) {
         SearchWorkspace ws;  // one per thread, sized once
@@ -38,6 +40,10 @@ BatchStatus replay_two_phase(const ReplayInput& in, std::size_t n, int k, const 
         std::size_t begin = 0, end = 0;
         while (rows.next(begin, end)) {
             for (std::size_t r = begin; r < end; ++r) {
+                if (opt.cancel != nullptr && opt.cancel->stop()) {
+                    cancelled.store(true, std::memory_order_relaxed);
+                    return;
+                }
                 const double* aq = in.ante_quality + r * kk;
                 const double* pq = in.post_quality + r * kk;
                 const double* ac = in.ante_cost + r * kk;
@@ -73,6 +79,10 @@ BatchStatus replay_two_phase(const ReplayInput& in, std::size_t n, int k, const 
                         const std::size_t li = static_cast<std::size_t>(j);
                         q.lam = li < in.n_lambdas ? in.lambdas[li] : in.lambdas[in.n_lambdas - 1];
                         const Status st = search_prepared(q, k, opt, ws, res);
+                        if (st == Status::cancelled) {
+                            cancelled.store(true, std::memory_order_relaxed);
+                            return;
+                        }
                         if (st != Status::ok) {
                             failure.report(r, st);
                             failed = true;
@@ -112,7 +122,8 @@ BatchStatus replay_two_phase(const ReplayInput& in, std::size_t n, int k, const 
             }
         }
     };
-    detail::run_workers(threads, blocks, worker);
+    detail::run_workers(threads, blocks, worker, opt.cancel);
+    if (cancelled.load()) return {Status::cancelled, 0};
     return failure.result();
 }
 

@@ -2,6 +2,7 @@
 #include "cascade_routing/search.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -326,9 +327,19 @@ struct Context {
     int start;
     std::uint64_t ranmask;
     std::int64_t max_add;
+    const Cancellation* cancel;  // null = not cancellable
 };
 
+// Whether a search that has scored `evaluated` candidates must stop (read every
+// kCancelPollCandidates candidates, so the test costs one predictable branch).
+inline bool cancelled_at(const Context& cx, std::int64_t evaluated) {
+    static_assert((kCancelPollCandidates & (kCancelPollCandidates - 1)) == 0);
+    return (evaluated & (kCancelPollCandidates - 1)) == 0 && cx.cancel != nullptr &&
+           cx.cancel->stop();
+}
+
 // Only the prefixes m_0..m_j with j >= |ran| (the optimal cascade); no pruning.
+// At most kMaxModels candidates: never worth a cancellation check.
 template <class Q>
 void enumerate_prefixes(const Q& quality, const Context& cx, const SearchOptions&,
                         SearchWorkspace& ws, Best& best, std::int64_t& evaluated) {
@@ -353,8 +364,9 @@ void enumerate_prefixes(const Q& quality, const Context& cx, const SearchOptions
 }
 
 // Every superset of ran, once each, depth first, adding indices in increasing order.
+// Returns false if the search was cancelled.
 template <class Q>
-void enumerate_supersets(const Q& quality, const Context& cx, const SearchOptions& opt,
+bool enumerate_supersets(const Q& quality, const Context& cx, const SearchOptions& opt,
                          SearchWorkspace& ws, Best& best, std::int64_t& evaluated) {
     double* qual = ws.qual_;
     double* cst = ws.cst_;
@@ -384,6 +396,7 @@ void enumerate_supersets(const Q& quality, const Context& cx, const SearchOption
         const double qc = quality.child(depth, m, leaf);
         const double cc = cst[depth] + cx.cost[m];
         ++evaluated;
+        if (cancelled_at(cx, evaluated)) return false;
         // Lemma 1: a negative marginal gain rules out every superset containing m.
         if (prune && (cx.n_ran + depth) > 0 && (qc - qual[depth]) - cx.lam * cx.cost[m] < neg_tol)
             continue;
@@ -398,15 +411,16 @@ void enumerate_supersets(const Q& quality, const Context& cx, const SearchOption
         pmask[depth + 1] = pm;
         ++depth;
     }
+    return true;
 }
 
+// Returns false if the search was cancelled.
 template <class Q>
-void enumerate(const Q& quality, const Context& cx, const SearchOptions& opt, SearchWorkspace& ws,
+bool enumerate(const Q& quality, const Context& cx, const SearchOptions& opt, SearchWorkspace& ws,
                Best& best, std::int64_t& evaluated) {
-    if (opt.prefixes_only)
-        enumerate_prefixes(quality, cx, opt, ws, best, evaluated);
-    else
-        enumerate_supersets(quality, cx, opt, ws, best, evaluated);
+    if (!opt.prefixes_only) return enumerate_supersets(quality, cx, opt, ws, best, evaluated);
+    enumerate_prefixes(quality, cx, opt, ws, best, evaluated);
+    return true;
 }
 
 }  // namespace
@@ -533,6 +547,7 @@ Status search_prepared(const SearchInput& in, int k, const SearchOptions& opt, S
     cx.n_ran = 0;
     cx.start = 0;
     cx.ranmask = 0;
+    cx.cancel = opt.cancel;
     double cost_root = 0.0;
     double total_cost = 0.0;
     for (int i = 0; i < k; ++i) {
@@ -604,10 +619,10 @@ Status search_prepared(const SearchInput& in, int k, const SearchOptions& opt, S
                                      ns,
                                      static_cast<double>(ns),
                                      ns >= 8 && ns <= 128 && opt.use_avx && cpu_has_avx()};
-        enumerate(quality, cx, opt, ws, best, evaluated);
+        if (!enumerate(quality, cx, opt, ws, best, evaluated)) return Status::cancelled;
     } else {
         const ExactQuality quality{means, ws.qual_};
-        enumerate(quality, cx, opt, ws, best, evaluated);
+        if (!enumerate(quality, cx, opt, ws, best, evaluated)) return Status::cancelled;
     }
 
     // Next model: the earliest new member, or (free order) the cheapest, ties to the lowest.
@@ -683,6 +698,7 @@ BatchStatus search_batch(const BatchInput& in, std::size_t n, int k, const Norma
     const std::size_t kk = static_cast<std::size_t>(k);
     detail::RowBlocks blocks(n, detail::block_size(n, threads));
     detail::FirstFailure failure;
+    std::atomic<bool> cancelled{false};
 
     auto worker = [&](detail::RowBlocks& rows) {
         SearchWorkspace ws;  // one per thread, sized once
@@ -694,6 +710,10 @@ BatchStatus search_batch(const BatchInput& in, std::size_t n, int k, const Norma
         std::size_t begin = 0, end = 0;
         while (rows.next(begin, end)) {
             for (std::size_t r = begin; r < end; ++r) {
+                if (opt.cancel != nullptr && opt.cancel->stop()) {
+                    cancelled.store(true, std::memory_order_relaxed);
+                    return;
+                }
                 q.quality = in.quality + r * kk;
                 q.cost = in.cost + r * kk;
                 q.lam = in.lam[r];
@@ -702,6 +722,10 @@ BatchStatus search_batch(const BatchInput& in, std::size_t n, int k, const Norma
                 q.ran = in.ran + r * kk;
                 q.prefer_expensive = in.prefer_expensive[r] != 0;
                 const Status st = search(q, k, opt, ws, res);
+                if (st == Status::cancelled) {
+                    cancelled.store(true, std::memory_order_relaxed);
+                    return;
+                }
                 if (st != Status::ok) {
                     failure.report(r, st);
                     res = SearchResult{};
@@ -715,7 +739,8 @@ BatchStatus search_batch(const BatchInput& in, std::size_t n, int k, const Norma
             }
         }
     };
-    detail::run_workers(threads, blocks, worker);
+    detail::run_workers(threads, blocks, worker, opt.cancel);
+    if (cancelled.load()) return {Status::cancelled, 0};
     return failure.result();
 }
 

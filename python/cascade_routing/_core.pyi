@@ -16,6 +16,11 @@ stated shape, with finite values (``ValueError`` otherwise). Arrays that the cho
 not use (``sd`` outside mode 1, ``chol`` outside mode 2, ``normals`` in mode 0, ``thresholds``
 with strategy 0, ...) are not inspected. Batched functions release the GIL and split their
 rows over ``n_threads`` threads (0 = one per core); their results do not depend on it.
+
+Ctrl-C: a call long enough to release the GIL (every batch and replay, and a single search of
+more than a few thousand candidates x samples) takes the GIL back every 20 ms in the main thread
+to run Python's signal handlers; if one raises (KeyboardInterrupt for SIGINT), the kernel stops
+within a few thousand candidates and the exception propagates. No output is returned then.
 """
 
 from typing import Final

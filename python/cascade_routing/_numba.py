@@ -2,6 +2,12 @@
 
 Importing this module raises ImportError when numba is not installed; the backend selector then
 falls back to the NumPy reference.
+
+Ctrl-C: a jitted loop cannot be interrupted. Python runs signal handlers between bytecodes, and
+a compiled kernel runs none until it returns, so SIGINT during a long Numba search is only
+raised once the search has finished. The C++ backend polls for signals during a long call and
+stops within about 100 ms (``cpp/bindings/interrupt.hpp``), and the NumPy reference checks
+between its vectorised steps; with Numba, keep the work cap (``max_work``, ``max_depth``) low.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@
 // All functions are reentrant: no mutable globals; every call brings its own workspace.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -22,6 +23,8 @@ inline constexpr int kMaxModels = 64;
 inline constexpr double kPruneSlack = 1e-9;
 //! Largest number of decimals utilities can be rounded to.
 inline constexpr int kMaxDigits = 15;
+//! A search reads its cancellation flag once every this many candidates (a power of two).
+inline constexpr std::int64_t kCancelPollCandidates = 4096;
 
 //! How the quality estimates are uncertain.
 enum class Mode : int {
@@ -35,6 +38,25 @@ enum class Status : int {
     ok = 0,
     non_finite = 1,  //!< NaN or infinite input (or an overflow of the utility scale)
     bad_size = 2,    //!< k outside 1..kMaxModels, or no samples where samples are needed
+    cancelled = 3,   //!< the cancellation flag was set: the call stopped, its outputs are void
+};
+
+//! Cooperative cancellation of a long call. A search reads `flag` every
+//! kCancelPollCandidates candidates, a batch or replay also before every row; once it is set
+//! the call stops and returns Status::cancelled. `poll(context)`, if given, is called at the
+//! same points, just before `flag` is read, by every thread working on the call (and, every
+//! few milliseconds, by the calling thread while it waits for the others): the hook may set
+//! the flag (the bindings check for Ctrl-C there). It must be thread-safe and cheap.
+struct Cancellation {
+    const std::atomic<bool>* flag = nullptr;
+    void (*poll)(void* context) = nullptr;
+    void* context = nullptr;
+
+    //! Run the hook, then tell whether the call must stop.
+    bool stop() const {
+        if (poll != nullptr) poll(context);
+        return flag != nullptr && flag->load(std::memory_order_relaxed);
+    }
 };
 
 //! Status of a batch: the first (lowest) row that failed, if any.
@@ -56,6 +78,8 @@ struct SearchOptions {
     //! Q(M) = E[max_{i in M} clip(Z_i)] (still monotone and submodular: pruning stays exact).
     double quality_lower = -std::numeric_limits<double>::infinity();
     double quality_upper = std::numeric_limits<double>::infinity();
+    //! Cancellation of the call (null = none); it must outlive the call.
+    const Cancellation* cancel = nullptr;
 };
 
 //! Whether the quality bounds of `options` clip anything (the infinite defaults do not).
