@@ -41,6 +41,8 @@ _ns["_row_sum"] = numpy_sum
 
 _ns["max_into_and_sum"] = _jit(_rebind(ref.max_into_and_sum_fused))
 for _name in (
+    "threshold_continues",
+    "select_best",
     "has_bounds",
     "clip_values",
     "transform_rows",

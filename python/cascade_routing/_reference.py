@@ -204,6 +204,28 @@ def max_into_and_sum_fused(parent, col, out):
     return res
 
 
+def threshold_continues(estimate, threshold, j, depth):
+    """Whether the threshold cascade runs model ``j`` after model ``j - 1``.
+
+    The one rule of the threshold cascade (docs/algorithm.md §3): continue iff the post-hoc
+    estimate of model ``j - 1`` is below its threshold and ``j < depth`` (NaN never continues).
+    """
+    return j < depth and estimate < threshold
+
+
+def select_best(post_quality, ran):
+    """Index of the run model with the highest post-hoc estimate; -1 if none has run.
+
+    The one selection rule of every strategy but the threshold cascade: ties go to the
+    earliest model in the model order (the lowest index).
+    """
+    sel = -1
+    for i in range(post_quality.shape[0]):
+        if ran[i] and (sel < 0 or post_quality[i] > post_quality[sel]):
+            sel = i
+    return sel
+
+
 def _round_key(value, scale):
     if scale > 0.0:
         return np.rint(value * scale) / scale
@@ -557,7 +579,7 @@ def replay_two_phase_kernel(
             if strategy == 1:
                 if j == 0:
                     nm = 0
-                elif j < max_depth and post_quality[r, j - 1] < thresholds[j - 1]:
+                elif threshold_continues(post_quality[r, j - 1], thresholds[j - 1], j, max_depth):
                     nm = j
                 else:
                     nm = -1
@@ -603,10 +625,7 @@ def replay_two_phase_kernel(
             if select_last:
                 sel = order[r, j - 1]
             else:
-                sel = -1
-                for i in range(k):
-                    if ran[i] != 0 and (sel < 0 or post_quality[r, i] > post_quality[r, sel]):
-                        sel = i
+                sel = select_best(post_quality[r], ran)
             selected[r] = sel
             total_quality[r] = true_quality[r, sel]
     return selected, n_run, order, total_cost, total_quality
