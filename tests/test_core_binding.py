@@ -335,3 +335,51 @@ def test_huge_quality_bounds_do_not_crash(core: Any) -> None:
         core.search(*_search_args(0), lower, upper)
         core.search(*_search_args(1), lower, upper)
         core.replay_two_phase(*_replay_args(), lower, upper)
+
+
+# --------------------------------------------------------------------------- n_threads
+
+
+@pytest.mark.parametrize("value", [2**40, 2**63, -(2**70), -1, 1025])
+def test_out_of_range_threads_are_clean_value_errors(core: Any, value: int) -> None:
+    """Any int is accepted by the signature and range-checked, so that a huge value gets a
+    message naming n_threads instead of pybind11's list of signatures (issue 10, 7.1)."""
+    for call, args in ((core.search_batch, _batch_args()), (core.replay_two_phase,
+                                                            _replay_args())):
+        with pytest.raises(ValueError, match=r"n_threads must be between 0 .* and 1024") as e:
+            call(*args, n_threads=value)
+        assert "incompatible function arguments" not in str(e.value)
+    with pytest.raises(ValueError, match="n_threads"):
+        core.threads_used(value, 10)
+
+
+@pytest.mark.parametrize("value", [1.0, True, "2", None])
+def test_non_integer_threads_are_type_errors(core: Any, value: Any) -> None:
+    with pytest.raises(TypeError, match="n_threads must be an int"):
+        core.search_batch(*_batch_args(), n_threads=value)
+    with pytest.raises(TypeError, match="n_threads must be an int"):
+        core.replay_two_phase(*_replay_args(), n_threads=value)
+
+
+def test_numpy_integer_threads_are_accepted(core: Any) -> None:
+    b = _batch_args()
+    for x, y in zip(core.search_batch(*b, n_threads=np.int64(2)), core.search_batch(*b)):
+        assert np.array_equal(x, y)
+    assert core.MAX_THREADS == 1024
+
+
+def test_threads_are_capped_at_cores_and_rows(core: Any) -> None:
+    """More threads than cores are never started (issue 10, 4.3): each costs a workspace."""
+    import os
+
+    cores = os.cpu_count() or 1
+    assert core.threads_used(0, 10**6) == cores
+    assert core.threads_used(core.MAX_THREADS, 10**6) == cores
+    assert core.threads_used(1, 10**6) == 1
+    assert core.threads_used(cores, 10**6) == cores
+    assert core.threads_used(core.MAX_THREADS, 1) == 1
+    assert core.threads_used(0, 0) == 1
+    # The largest accepted value still gives the answers of one thread.
+    b = _batch_args()
+    for x, y in zip(core.search_batch(*b, n_threads=core.MAX_THREADS), core.search_batch(*b)):
+        assert np.array_equal(x, y)

@@ -139,11 +139,22 @@ inline int check_digits(int digits) {
     return digits;
 }
 
-inline int check_threads(int n_threads) {
-    if (n_threads < 0)
-        throw py::value_error("n_threads must be >= 0 (0 = one per core), got " +
-                              std::to_string(n_threads));
-    return n_threads;
+//! `n_threads`: a Python int (or NumPy integer) in 0..kMaxThreads. Taken as an object so that
+//! a huge value gets this message rather than pybind11's list of signatures.
+inline int check_threads(py::handle obj) {
+    if (PyBool_Check(obj.ptr()) || !PyIndex_Check(obj.ptr()))
+        throw py::type_error(std::string("n_threads must be an int (0 = one per core), got ") +
+                             Py_TYPE(obj.ptr())->tp_name);
+    const auto value = py::reinterpret_steal<py::object>(PyNumber_Index(obj.ptr()));
+    if (!value) throw py::error_already_set();
+    int overflow = 0;
+    const long long n = PyLong_AsLongLongAndOverflow(value.ptr(), &overflow);
+    if (n == -1 && PyErr_Occurred()) throw py::error_already_set();
+    if (overflow != 0 || n < 0 || n > kMaxThreads)
+        throw py::value_error("n_threads must be between 0 (one per core) and " +
+                              std::to_string(kMaxThreads) + ", got " +
+                              py::repr(value).cast<std::string>());
+    return static_cast<int>(n);
 }
 
 //! Quality bounds: lower < upper (so neither is NaN); -inf / inf mean no bound.

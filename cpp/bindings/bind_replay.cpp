@@ -18,7 +18,7 @@ py::tuple replay_two_phase_py(py::handle ante_quality_obj, py::handle post_quali
                               bool use_sd, int strategy_int, py::handle thresholds_obj,
                               std::int64_t max_depth, bool force_order, bool prefixes_only,
                               bool prune, int digits, bool select_last, double lower, double upper,
-                              int n_threads) {
+                              py::handle n_threads_obj) {
     py::array ante_quality = input<double>(ante_quality_obj, "ante_quality");
     if (ante_quality.ndim() != 2)
         throw py::value_error("ante_quality must be 2-D (n, k), got shape " +
@@ -44,7 +44,7 @@ py::tuple replay_two_phase_py(py::handle ante_quality_obj, py::handle post_quali
     const Strategy strategy = static_cast<Strategy>(strategy_int);
     SearchOptions opt =
         make_options(max_depth, force_order, prefixes_only, prune, digits, lower, upper);
-    check_threads(n_threads);
+    const int n_threads = check_threads(n_threads_obj);
 
     ReplayInput in;
     in.ante_quality = ptr<double>(ante_quality);

@@ -111,7 +111,7 @@ py::tuple search_batch_py(py::handle quality_obj, py::handle cost_obj, py::handl
                           int mode_int, py::handle sd_obj, py::handle chol_obj,
                           py::handle normals_obj, py::handle ran_obj, std::int64_t max_depth,
                           bool force_order, bool prefixes_only, bool prune, py::handle prefer_obj,
-                          int digits, double lower, double upper, int n_threads) {
+                          int digits, double lower, double upper, py::handle n_threads_obj) {
     py::array quality = input<double>(quality_obj, "quality");
     if (quality.ndim() != 2)
         throw py::value_error("quality must be 2-D (n, k), got shape " + shape_string(quality));
@@ -128,7 +128,7 @@ py::tuple search_batch_py(py::handle quality_obj, py::handle cost_obj, py::handl
     const Mode mode = check_mode(mode_int);
     SearchOptions opt =
         make_options(max_depth, force_order, prefixes_only, prune, digits, lower, upper);
-    check_threads(n_threads);
+    const int n_threads = check_threads(n_threads_obj);
 
     BatchInput in;
     in.quality = ptr<double>(quality);

@@ -680,11 +680,11 @@ void write_mask(const SearchResult& r, const std::uint8_t* ran, int k, std::uint
 }
 
 int resolve_threads(int n_threads, std::size_t n_rows) noexcept {
-    // More threads than rows, or than any machine this targets, only cost thread starts.
-    constexpr std::size_t kMaxThreads = 256;
+    // hardware_concurrency() may be 0 when unknown: then one thread.
+    const std::size_t cores = std::max(1u, std::thread::hardware_concurrency());
     std::size_t t = static_cast<std::size_t>(std::max(n_threads, 0));
-    if (t == 0) t = std::max(1u, std::thread::hardware_concurrency());
-    t = std::min({t, kMaxThreads, std::max<std::size_t>(n_rows, 1)});
+    if (t == 0 || t > cores) t = cores;
+    t = std::min(t, std::max<std::size_t>(n_rows, 1));
     return static_cast<int>(t);
 }
 

@@ -16,6 +16,8 @@ stated shape, with finite values (``ValueError`` otherwise). Arrays that the cho
 not use (``sd`` outside mode 1, ``chol`` outside mode 2, ``normals`` in mode 0, ``thresholds``
 with strategy 0, ...) are not inspected. Batched functions release the GIL and split their
 rows over ``n_threads`` threads (0 = one per core); their results do not depend on it.
+``n_threads`` is an int in ``0..MAX_THREADS`` (TypeError / ValueError otherwise); the threads
+actually started are capped at the cores available (:func:`threads_used`).
 
 Ctrl-C: a call long enough to release the GIL (every batch and replay, and a single search of
 more than a few thousand candidates x samples) takes the GIL back every 20 ms in the main thread
@@ -32,6 +34,15 @@ from numpy.typing import NDArray
 MAX_MODELS: Final[int]
 #: Absolute slack, relative to the scale of the values, that pruning leaves for rounding error.
 PRUNE_SLACK: Final[float]
+#: The largest ``n_threads`` accepted (ValueError above); the threads used are fewer.
+MAX_THREADS: Final[int]
+
+def threads_used(n_threads: int, n_rows: int) -> int:
+    """Threads a batch of ``n_rows`` rows runs on when ``n_threads`` are asked for.
+
+    At most one per core (``std::thread::hardware_concurrency``; ``0`` asks for exactly that)
+    and at most one per row: more would only cost thread starts and workspaces.
+    """
 
 def cholesky_psd(cov: NDArray[np.float64]) -> NDArray[np.float64]:
     """Lower Cholesky factor of a positive semi-definite matrix.

@@ -44,8 +44,9 @@ struct ReplayOutput {
     double* quality = nullptr;
 };
 
-//! Replay `n` queries with `k` models on `n_threads` threads (0 = one per core). Results do
-//! not depend on the number of threads. Throws only std::bad_alloc.
+//! Replay `n` queries with `k` models on `n_threads` threads (0 = one per core; capped at the
+//! cores and rows, see resolve_threads). Results do not depend on the number of threads.
+//! Throws only std::bad_alloc.
 BatchStatus replay_two_phase(const ReplayInput& in, std::size_t n, int k, const Normals& normals,
                              const SearchOptions& options, const ReplayOutput& out, int n_threads);
 

@@ -23,6 +23,8 @@ inline constexpr int kMaxModels = 64;
 inline constexpr double kPruneSlack = 1e-9;
 //! Largest number of decimals utilities can be rounded to.
 inline constexpr int kMaxDigits = 15;
+//! The largest `n_threads` a call accepts; the threads actually used are fewer (resolve_threads).
+inline constexpr int kMaxThreads = 1024;
 //! A search reads its cancellation flag once every this many candidates (a power of two).
 inline constexpr std::int64_t kCancelPollCandidates = 4096;
 
@@ -203,12 +205,15 @@ struct BatchOutput {
     std::int64_t* evaluated = nullptr;
 };
 
-//! `search` over `n` queries on `n_threads` threads (0 = one per core). Results do not
-//! depend on the number of threads. Throws only std::bad_alloc.
+//! `search` over `n` queries on `n_threads` threads (0 = one per core; capped at the cores and
+//! rows, see resolve_threads). Results do not depend on the number of threads. Throws only
+//! std::bad_alloc.
 BatchStatus search_batch(const BatchInput& in, std::size_t n, int k, const Normals& normals,
                          const SearchOptions& options, const BatchOutput& out, int n_threads);
 
-//! Number of threads actually used for `n_rows` rows when `n_threads` are asked for.
+//! Number of threads actually used for `n_rows` rows when `n_threads` are asked for: at most
+//! one per core (std::thread::hardware_concurrency; 0 asks for exactly that), and at most one
+//! per row. More threads than cores would only add thread starts and per-thread workspaces.
 int resolve_threads(int n_threads, std::size_t n_rows) noexcept;
 
 }  // namespace cascade_routing
