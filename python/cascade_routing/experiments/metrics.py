@@ -1,4 +1,4 @@
-"""The paper's evaluation metric: area under the cost–quality curve (ALGORITHM.md §8).
+"""The paper's evaluation metric: area under the cost–quality curve (docs/algorithm.md §10).
 
 A strategy fitted at several budgets gives one point ``(mean test cost, mean test quality)``
 per budget. Its AUC is the area under the piecewise-linear curve through those points over the
@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from .validation import float_array as finite_array
+from ..validation import check_int, check_number
+from ..validation import float_array as finite_array
 
 __all__ = [
     "as_percent",
@@ -38,11 +39,15 @@ def _vector(value: ArrayLike, name: str) -> NDArray[np.float64]:
     return finite_array(value, name, 1)
 
 
-def _pair(costs: ArrayLike, qualities: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+def _pair(
+    costs: ArrayLike, qualities: ArrayLike
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     c = _vector(costs, "costs")
     q = _vector(qualities, "qualities")
     if c.shape != q.shape:
-        raise ValueError(f"costs and qualities must have the same length, got {c.size} and {q.size}")
+        raise ValueError(
+            f"costs and qualities must have the same length, got {c.size} and {q.size}"
+        )
     if c.size == 0:
         raise ValueError("need at least one (cost, quality) point")
     return c, q
@@ -99,7 +104,9 @@ def upper_hull(costs: ArrayLike, qualities: ArrayLike) -> NDArray[np.int64]:
     return np.asarray(hull, dtype=np.int64)
 
 
-def budget_grid(costs: ArrayLike, qualities: ArrayLike, per_segment: int = 10) -> NDArray[np.float64]:
+def budget_grid(
+    costs: ArrayLike, qualities: ArrayLike, per_segment: int = 10
+) -> NDArray[np.float64]:
     """Budgets: ``per_segment`` points per segment between consecutive upper-hull models.
 
     Mirrors the reference: ``np.linspace(c_i, c_{i+1}, per_segment)`` for each pair of
@@ -108,17 +115,16 @@ def budget_grid(costs: ArrayLike, qualities: ArrayLike, per_segment: int = 10) -
     ``(h - 1) * (per_segment - 1) + 1`` increasing budgets from the cheapest to the most
     expensive hull model. One hull model gives its cost alone.
     """
-    if isinstance(per_segment, bool) or not isinstance(per_segment, (int, np.integer)):
-        raise TypeError(f"per_segment must be an int, got {type(per_segment).__name__}")
-    if per_segment < 2:
-        raise ValueError(f"per_segment must be >= 2 (it includes both endpoints), got {per_segment}")
+    per_segment = check_int(per_segment, "per_segment (it includes both endpoints)", 2)
     c, _ = _pair(costs, qualities)
     hull_costs = c[upper_hull(costs, qualities)]
     if hull_costs.size == 1:
         return hull_costs.copy()
     grid = np.concatenate(
-        [np.linspace(hull_costs[i], hull_costs[i + 1], int(per_segment))
-         for i in range(hull_costs.size - 1)]
+        [
+            np.linspace(hull_costs[i], hull_costs[i + 1], int(per_segment))
+            for i in range(hull_costs.size - 1)
+        ]
     )
     return np.unique(grid)
 
@@ -189,7 +195,10 @@ def _per_query(value: ArrayLike, name: str, ndim: int) -> NDArray[np.float64]:
 
 
 def _check_per_query(
-    curve_costs: ArrayLike, curve_qualities: ArrayLike, single_costs: ArrayLike, single_qualities: ArrayLike
+    curve_costs: ArrayLike,
+    curve_qualities: ArrayLike,
+    single_costs: ArrayLike,
+    single_qualities: ArrayLike,
 ) -> tuple[NDArray[np.float64], ...]:
     cc = _per_query(curve_costs, "curve_costs", 2)
     cq = _per_query(curve_qualities, "curve_qualities", 2)
@@ -200,7 +209,9 @@ def _check_per_query(
     if sc.shape != sq.shape:
         raise ValueError(f"single_costs {sc.shape} and single_qualities {sq.shape} must match")
     if cc.shape[0] == 0 or cc.shape[1] == 0:
-        raise ValueError("curve_costs must be (n_budgets, n_queries) with n_budgets, n_queries >= 1")
+        raise ValueError(
+            "curve_costs must be (n_budgets, n_queries) with n_budgets, n_queries >= 1"
+        )
     if sc.shape[0] != cc.shape[1]:
         raise ValueError(
             f"single_costs must be (n_queries, k) with n_queries = {cc.shape[1]} "
@@ -217,7 +228,9 @@ def _auc_from_means(
     single_cost: NDArray[np.float64],
     single_quality: NDArray[np.float64],
 ) -> float:
-    return auc(curve_cost, curve_quality, single_cost.min(), single_cost.max(), single_quality.min())
+    return auc(
+        curve_cost, curve_quality, single_cost.min(), single_cost.max(), single_quality.min()
+    )
 
 
 def auc_from_queries(
@@ -274,10 +287,10 @@ def bootstrap_auc(
         Interval bounds, fractions like :func:`auc`.
     """
     cc, cq, sc, sq = _check_per_query(curve_costs, curve_qualities, single_costs, single_qualities)
-    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 2:
-        raise ValueError(f"n_boot must be an int >= 2, got {n_boot!r}")
-    if not 0.0 < float(alpha) < 1.0:
-        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+    n_boot = check_int(n_boot, "n_boot", 2)
+    alpha = check_number(alpha, "alpha", 0.0, 1.0)
+    if alpha in (0.0, 1.0):
+        raise ValueError(f"alpha must lie strictly between 0 and 1, got {alpha}")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     n = cc.shape[1]
     # All per-query columns side by side, so one weight matrix resamples them together.
@@ -293,7 +306,7 @@ def bootstrap_auc(
         for r in range(m):
             row = means[r]
             values[done + r] = _auc_from_means(
-                row[:b], row[b:2 * b], row[2 * b:2 * b + k], row[2 * b + k:]
+                row[:b], row[b : 2 * b], row[2 * b : 2 * b + k], row[2 * b + k :]
             )
         done += m
     low, high = np.quantile(values, [alpha / 2.0, 1.0 - alpha / 2.0])

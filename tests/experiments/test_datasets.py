@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from cascade_routing import datasets
-from cascade_routing.datasets import (
+from sklearn.model_selection import train_test_split
+
+import cascade_routing
+from cascade_routing.experiments.datasets import (
     Dataset,
     bundled_datasets,
     bundled_readme,
@@ -20,9 +22,8 @@ from cascade_routing.datasets import (
     load_routerbench,
     load_swebench,
 )
-from sklearn.model_selection import train_test_split
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def shared(folder: str) -> Path:
@@ -35,8 +36,13 @@ def shared(folder: str) -> Path:
 # --------------------------------------------------------------------------- tiny CSV folders
 
 
-def write_routerbench(folder: Path, quality: list[list[float]], cost: list[list[float]],
-                      models=("m_a", "m_b"), extra=None) -> Path:
+def write_routerbench(
+    folder: Path,
+    quality: list[list[float]],
+    cost: list[list[float]],
+    models=("m_a", "m_b"),
+    extra=None,
+) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     n = len(quality)
     keys = {
@@ -78,12 +84,17 @@ def test_missing_folder_and_missing_file(tmp_path):
 
 
 def test_wrong_columns_are_named(tmp_path):
-    folder = write_routerbench(tmp_path / "rb", GOOD_Q, GOOD_C,
-                               extra=lambda q, c: (q.rename(columns={"rb_row": "row"}), c))
+    folder = write_routerbench(
+        tmp_path / "rb",
+        GOOD_Q,
+        GOOD_C,
+        extra=lambda q, c: (q.rename(columns={"rb_row": "row"}), c),
+    )
     with pytest.raises(ValueError, match="rb_row"):
         load_routerbench(folder)
-    folder = write_routerbench(tmp_path / "rb2", GOOD_Q, GOOD_C,
-                               extra=lambda q, c: (q, c.rename(columns={"m_b": "m_z"})))
+    folder = write_routerbench(
+        tmp_path / "rb2", GOOD_Q, GOOD_C, extra=lambda q, c: (q, c.rename(columns={"m_b": "m_z"}))
+    )
     with pytest.raises(ValueError, match="m_b|m_z"):
         load_routerbench(folder)
 
@@ -92,7 +103,7 @@ def test_nan_rows_are_dropped_and_counted(tmp_path, caplog):
     q = [[1, np.nan], [0, 1], [1, 1], [0, 0]]
     c = [[0.1, 0.5], [0.2, 0.4], [np.nan, 0.6], [0.3, 0.3]]
     folder = write_routerbench(tmp_path / "rb", q, c)
-    with caplog.at_level(logging.INFO, logger="cascade_routing.datasets"):
+    with caplog.at_level(logging.INFO, logger="cascade_routing.experiments.datasets"):
         ds = load_routerbench(folder)
     assert ds.n_dropped == 2
     assert ds.query_ids.tolist() == [101, 103]
@@ -110,8 +121,12 @@ def test_out_of_range_values_are_rejected(tmp_path):
     folder = write_routerbench(tmp_path / "c", [[1, 0], [0, 1]], [[0.1, -0.1], [0.1, 0.1]])
     with pytest.raises(ValueError, match="non-negative.*m_b"):
         load_routerbench(folder)
-    folder = write_routerbench(tmp_path / "s", [[1, 0], [0, 1]], [[0.1, 0.1], [0.1, 0.1]],
-                               extra=lambda q, c: (q.assign(m_a=["yes", "no"]), c))
+    folder = write_routerbench(
+        tmp_path / "s",
+        [[1, 0], [0, 1]],
+        [[0.1, 0.1], [0.1, 0.1]],
+        extra=lambda q, c: (q.assign(m_a=["yes", "no"]), c),
+    )
     with pytest.raises(ValueError, match="numeric"):
         load_routerbench(folder)
 
@@ -124,21 +139,31 @@ def test_unknown_model_selection(tmp_path):
 
 def write_outcomes(folder: Path, bench: str, rows: list[tuple], prompts: bool = True) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    frame = pd.DataFrame(rows, columns=["split", "qid", "model", "correct", "raw_confidence", "cost_usd"])
+    frame = pd.DataFrame(
+        rows, columns=["split", "qid", "model", "correct", "raw_confidence", "cost_usd"]
+    )
     frame["tokens_in"] = 10
     frame.to_csv(folder / f"outcomes_{bench}.csv", index=False)
     if prompts:
         keys = frame[["split", "qid"]].drop_duplicates()
-        pd.DataFrame({"split": keys["split"], "qid": keys["qid"], "system_prompt": "ab",
-                      "user_prompt": ["x" * (3 + int(q)) for q in keys["qid"]]}).to_csv(
-            folder / f"prompts_{bench}.csv", index=False)
+        pd.DataFrame(
+            {
+                "split": keys["split"],
+                "qid": keys["qid"],
+                "system_prompt": "ab",
+                "user_prompt": ["x" * (3 + int(q)) for q in keys["qid"]],
+            }
+        ).to_csv(folder / f"prompts_{bench}.csv", index=False)
 
 
 def test_llm_cascades_long_to_wide_keeps_minus_inf(tmp_path):
     rows = [
-        ("train", 0, "small", 1, -0.1, 0.01), ("train", 0, "big", 1, -0.05, 0.1),
-        ("train", 1, "small", 0, float("-inf"), 0.02), ("train", 1, "big", 1, -0.2, 0.2),
-        ("test", 0, "small", 0, -2.0, 0.01), ("test", 0, "big", 1, -0.3, 0.1),
+        ("train", 0, "small", 1, -0.1, 0.01),
+        ("train", 0, "big", 1, -0.05, 0.1),
+        ("train", 1, "small", 0, float("-inf"), 0.02),
+        ("train", 1, "big", 1, -0.2, 0.2),
+        ("test", 0, "small", 0, -2.0, 0.01),
+        ("test", 0, "big", 1, -0.3, 0.1),
         ("test", 1, "small", 1, -0.5, 0.01),  # "big" has no record for test/1
     ]
     write_outcomes(tmp_path / "lc", "quiz", rows)
@@ -164,7 +189,8 @@ def test_llm_cascades_errors(tmp_path):
         load_llm_cascades(tmp_path / "dup", benchmarks=["other"])
     (tmp_path / "cols").mkdir()
     pd.DataFrame({"split": ["train"], "qid": [0], "model": ["m"], "correct": [1]}).to_csv(
-        tmp_path / "cols" / "outcomes_b.csv", index=False)
+        tmp_path / "cols" / "outcomes_b.csv", index=False
+    )
     with pytest.raises(ValueError, match="raw_confidence"):
         load_llm_cascades(tmp_path / "cols", benchmarks=["b"])
 
@@ -173,10 +199,15 @@ def test_swebench_and_mmlu_pro_tiny(tmp_path):
     sw = tmp_path / "sw"
     sw.mkdir()
     keys = {"instance_id": ["a__a-1", "b__b-2", "a__a-3"], "repo": ["a/a", "b/b", "a/a"]}
-    pd.DataFrame({**keys, "k1": [1, 0, 1], "k2": [0, 0, 1]}).to_csv(sw / "resolved.csv", index=False)
-    pd.DataFrame({**keys, "k1": [0.5, 0.7, 0.2], "k2": [0.1, 0.1, 0.2]}).to_csv(sw / "cost_usd.csv", index=False)
+    pd.DataFrame({**keys, "k1": [1, 0, 1], "k2": [0, 0, 1]}).to_csv(
+        sw / "resolved.csv", index=False
+    )
+    pd.DataFrame({**keys, "k1": [0.5, 0.7, 0.2], "k2": [0.1, 0.1, 0.2]}).to_csv(
+        sw / "cost_usd.csv", index=False
+    )
     pd.DataFrame({"model_key": ["k1", "k2"], "display_name": ["Model One", "Model Two"]}).to_csv(
-        sw / "models.csv", index=False)
+        sw / "models.csv", index=False
+    )
     ds = load(sw)
     assert ds.name == "swebench" and ds.models == ("Model One", "Model Two")
     assert ds.groups.tolist() == ["a/a", "b/b", "a/a"]
@@ -184,10 +215,18 @@ def test_swebench_and_mmlu_pro_tiny(tmp_path):
 
     mp = tmp_path / "mp"
     mp.mkdir()
-    pd.DataFrame({"question_id": [70, 71, 72], "category": ["law", "math", "law"], "src": ["x", "y", "z"],
-                  "a": [1, 0, np.nan], "b": [0, 1, 1]}).to_csv(mp / "correct.csv", index=False)
-    pd.DataFrame({"question_id": [70, 71, 72], "a": [1200, 30, np.nan], "b": [500, 800, 900]}).to_csv(
-        mp / "output_chars.csv", index=False)
+    pd.DataFrame(
+        {
+            "question_id": [70, 71, 72],
+            "category": ["law", "math", "law"],
+            "src": ["x", "y", "z"],
+            "a": [1, 0, np.nan],
+            "b": [0, 1, 1],
+        }
+    ).to_csv(mp / "correct.csv", index=False)
+    pd.DataFrame(
+        {"question_id": [70, 71, 72], "a": [1200, 30, np.nan], "b": [500, 800, 900]}
+    ).to_csv(mp / "output_chars.csv", index=False)
     ds = load(mp)
     assert ds.cost_is_estimate and "ESTIMATE" in ds.source
     assert ds.n_dropped == 1
@@ -236,8 +275,9 @@ def test_split_is_seeded_and_matches_sklearn():
     assert sorted(a_train.query_ids.tolist() + a_test.query_ids.tolist()) == ds.query_ids.tolist()
     expected_train, _ = train_test_split(range(20), test_size=0.25, random_state=3)
     assert a_train.query_ids.tolist() == [1000 + i for i in expected_train]
-    np.testing.assert_array_equal(a_train.features["prompt_chars"],
-                                  ds.features["prompt_chars"][np.asarray(expected_train)])
+    np.testing.assert_array_equal(
+        a_train.features["prompt_chars"], ds.features["prompt_chars"][np.asarray(expected_train)]
+    )
 
 
 def test_subset_and_select_models():
@@ -296,7 +336,7 @@ def test_bundled_datasets_load_with_origin():
 
 
 def test_bundled_data_is_small():
-    root = Path(datasets.__file__).parent / "data"
+    root = Path(cascade_routing.__file__).parent / "data"
     total = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
     assert total < 2_000_000
 
@@ -335,7 +375,9 @@ def test_shared_llm_cascades():
     assert int(np.isneginf(everything.confidence).sum()) == 43 + 13
     trivia = everything.groups == "triviaqa"
     assert int(np.isneginf(everything.confidence[trivia]).sum()) == 43
-    assert everything.quality[:, everything.models.index("gpt-4o")][trivia].mean() == pytest.approx(0.960, abs=0.005)
+    assert everything.quality[:, everything.models.index("gpt-4o")][
+        trivia
+    ].mean() == pytest.approx(0.960, abs=0.005)
 
 
 def test_shared_swebench():
@@ -359,4 +401,6 @@ def test_shared_mmlu_pro():
     info = pd.read_csv(folder / "models.csv").set_index("model_key")
     full = load_mmlu_pro(folder, models=["Llama-2-7b-hf_5shots"])
     assert full.n_dropped == 0
-    assert full.quality.mean() == pytest.approx(info.loc["Llama-2-7b-hf_5shots", "accuracy_pred_eq_answer"])
+    assert full.quality.mean() == pytest.approx(
+        info.loc["Llama-2-7b-hf_5shots", "accuracy_pred_eq_answer"]
+    )

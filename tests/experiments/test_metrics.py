@@ -1,4 +1,7 @@
-"""The AUC metric, the single-model hull, the budget grid and the bootstrap (ALGORITHM.md §8)."""
+"""The AUC metric, the single-model hull, the budget grid and the bootstrap.
+
+The metric is docs/algorithm.md §10.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,10 @@ import itertools
 
 import numpy as np
 import pytest
-from cascade_routing.metrics import (
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cascade_routing.experiments.metrics import (
     as_percent,
     auc,
     auc_from_queries,
@@ -15,8 +21,6 @@ from cascade_routing.metrics import (
     linear_baseline_auc,
     upper_hull,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 # --------------------------------------------------------------------------- auc
 
@@ -52,7 +56,9 @@ def test_auc_input_order_does_not_matter():
     sorted_value = auc(np.asarray(x)[order], np.asarray(y)[order], 0.0, 4.0, 0.1)
     for perm in itertools.permutations(range(4)):
         p = list(perm)
-        assert auc(np.asarray(x)[p], np.asarray(y)[p], 0.0, 4.0, 0.1) == pytest.approx(sorted_value)
+        assert auc(np.asarray(x)[p], np.asarray(y)[p], 0.0, 4.0, 0.1) == pytest.approx(
+            sorted_value
+        )
 
 
 def test_auc_only_integrates_inside_the_range():
@@ -123,7 +129,9 @@ def _reference_remove_redundant(qualities, costs):
         n = len(qualities)
         for i, j, k in itertools.product(range(n), repeat=3):
             if len({i, j, k}) == 3 and costs[i] <= costs[k] <= costs[j]:
-                at_k = (qualities[i] - qualities[j]) * (costs[k] - costs[j]) / (costs[i] - costs[j]) + qualities[j]
+                at_k = (qualities[i] - qualities[j]) * (costs[k] - costs[j]) / (
+                    costs[i] - costs[j]
+                ) + qualities[j]
                 if qualities[k] < at_k:
                     removed = True
             if not removed and j != k and costs[j] < costs[k] and qualities[j] > qualities[k]:

@@ -1,8 +1,9 @@
-"""Cost–quality evaluation of the strategies on logged data (ALGORITHM.md §8).
+"""Cost–quality evaluation of the strategies on logged data (docs/algorithm.md §10).
 
 For every strategy and every budget of the grid, fit on the training queries, replay on the
 test queries, and collect per-query cost and quality. The curves give the AUC of §8, with
-bootstrap intervals over test queries; the single models' upper hull is the "linear" baseline.
+bootstrap intervals over test queries (or none, with ``n_boot=0``); the single models' upper hull
+is the "linear" baseline.
 """
 
 from __future__ import annotations
@@ -11,30 +12,44 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from ..strategies import Cascade, CascadeRouter, Router, Strategy, ThresholdCascade
+from ..validation import check_int, check_rows
 from .datasets import Dataset
-from .metrics import auc_from_queries, bootstrap_auc, budget_grid, linear_baseline_auc, upper_hull
-from .simulation import TwoPhaseTables
-from .strategies import Cascade, CascadeRouter, Router, Strategy, ThresholdCascade
+from .metrics import (
+    auc_from_queries,
+    bootstrap_auc,
+    budget_grid,
+    linear_baseline_auc,
+    upper_hull,
+)
+from .settings import STRATEGY_LABELS
+from .tables import TwoPhaseTables
 
 log = logging.getLogger(__name__)
 
-#: Strategy keys, in the order tables and plots show them, with display labels.
-STRATEGY_LABELS: dict[str, str] = {
-    "routing": "routing",
-    "threshold_cascade": "threshold cascade",
-    "optimal_cascade": "optimal cascade",
-    "cascade_routing": "cascade routing",
-}
+__all__ = ["STRATEGY_LABELS", "Curve", "Evaluation", "evaluate", "make_strategy"]
+
+#: The interval of a curve when the bootstrap is switched off (``n_boot=0``).
+NO_INTERVAL = (math.nan, math.nan)
 
 
-def make_strategy(key: str, tables: TwoPhaseTables, models: Sequence[str], *, max_depth: int | None = 5, seed: int = 0, quality_bounds: tuple[float, float] | None = None) -> Strategy:
+def make_strategy(
+    key: str,
+    tables: TwoPhaseTables,
+    models: Sequence[str],
+    *,
+    max_depth: int | None = 5,
+    seed: int = 0,
+    quality_bounds: tuple[float, float] | None = None,
+) -> Strategy:
     """One strategy over two-phase estimate tables, in the paper's configuration.
 
     The models are taken in the given order (the evaluation passes them sorted by mean
@@ -99,9 +114,11 @@ class Evaluation:
     def format_table(self) -> str:
         """A plain-text table of the AUCs with their intervals."""
         level = int(round(100 * (1 - self.settings.get("alpha", 0.05))))
+        ci_head = f"{level}% bootstrap CI" if self.settings.get("n_boot", 1) else "(no bootstrap)"
         lines = [
-            f"{self.name}: {len(self.models)} models, {self.n_train} train / {self.n_test} test queries",
-            f"{'strategy':<20} {'AUC x100':>9}   {str(level) + '% bootstrap CI':>20}",
+            f"{self.name}: {len(self.models)} models, "
+            f"{self.n_train} train / {self.n_test} test queries",
+            f"{'strategy':<20} {'AUC x100':>9}   {ci_head:>20}",
         ]
         for key, value, low, high in self.auc_table():
             label = STRATEGY_LABELS.get(key, key)
@@ -124,10 +141,19 @@ class Evaluation:
             "strategies": {
                 key: {
                     "auc": c.auc,
-                    "ci": list(c.ci),
+                    "ci": None if math.isnan(c.ci[0]) else list(c.ci),
                     "points": [
-                        {"budget": float(b), "cost": float(x), "quality": float(y), "status": s, "lambdas": lam, "gamma": g}
-                        for b, x, y, s, lam, g in zip(c.budgets, c.cost, c.quality, c.statuses, c.lambdas, c.gammas)
+                        {
+                            "budget": float(b),
+                            "cost": float(x),
+                            "quality": float(y),
+                            "status": s,
+                            "lambdas": lam,
+                            "gamma": g,
+                        }
+                        for b, x, y, s, lam, g in zip(
+                            c.budgets, c.cost, c.quality, c.statuses, c.lambdas, c.gammas
+                        )
                     ],
                     "fit_seconds": c.fit_seconds,
                     "replay_seconds": c.replay_seconds,
@@ -150,13 +176,32 @@ class Evaluation:
 
         fig, ax = plt.subplots(figsize=(7.5, 5.0), dpi=120)
         hull = upper_hull(self.single_cost, self.single_quality)
-        ax.plot(self.single_cost[hull], self.single_quality[hull], "k--", lw=1, label=f"linear ({100 * self.linear_auc:.2f})")
+        ax.plot(
+            self.single_cost[hull],
+            self.single_quality[hull],
+            "k--",
+            lw=1,
+            label=f"linear ({100 * self.linear_auc:.2f})",
+        )
         ax.scatter(self.single_cost, self.single_quality, c="k", s=18, zorder=3)
         for m, x, y in zip(self.models, self.single_cost, self.single_quality):
-            ax.annotate(m.split("/")[-1][:22], (x, y), fontsize=6, xytext=(3, -8), textcoords="offset points")
+            ax.annotate(
+                m.split("/")[-1][:22],
+                (x, y),
+                fontsize=6,
+                xytext=(3, -8),
+                textcoords="offset points",
+            )
         for key, c in self.curves.items():
             order = np.argsort(c.cost, kind="stable")
-            ax.plot(c.cost[order], c.quality[order], marker=".", ms=4, lw=1.3, label=f"{STRATEGY_LABELS.get(key, key)} ({100 * c.auc:.2f})")
+            ax.plot(
+                c.cost[order],
+                c.quality[order],
+                marker=".",
+                ms=4,
+                lw=1.3,
+                label=f"{STRATEGY_LABELS.get(key, key)} ({100 * c.auc:.2f})",
+            )
         ax.set_xlabel("mean cost per query (test)")
         ax.set_ylabel("mean quality (test)")
         ax.set_title(title or f"{self.name}: cost–quality (AUC x100 in legend)", fontsize=10)
@@ -205,7 +250,8 @@ def evaluate(
     lambdas : {"constant", "per_step"}
         How multipliers are fitted (see :meth:`Strategy.fit`).
     n_boot, alpha, seed
-        Bootstrap replicates and level over test queries; ``seed`` also seeds the fits.
+        Bootstrap replicates and level over test queries (``n_boot=0``: no intervals, the
+        curves' ``ci`` is ``(nan, nan)``); ``seed`` also seeds the fits.
     progress : callable, optional
         ``progress(done, total)`` after each (strategy, budget) fit.
     quality_bounds : (float, float), optional
@@ -215,8 +261,11 @@ def evaluate(
     for key in strategies:
         if key not in STRATEGY_LABELS:
             raise ValueError(f"unknown strategy {key!r}; use one of {list(STRATEGY_LABELS)}")
-    train = np.asarray(train_rows, dtype=np.int64)
-    test = np.asarray(test_rows, dtype=np.int64)
+    n_boot = check_int(n_boot, "n_boot (0 switches the intervals off)", 0)
+    if n_boot == 1:
+        raise ValueError("n_boot must be 0 (no intervals) or at least 2, got 1")
+    train = check_rows(train_rows, dataset.n_queries, "train_rows")
+    test = check_rows(test_rows, dataset.n_queries, "test_rows")
     if train.size == 0 or test.size == 0:
         raise ValueError("train_rows and test_rows must both be non-empty")
     if tables.n_queries != dataset.n_queries or tables.n_models != dataset.n_models:
@@ -227,8 +276,7 @@ def evaluate(
     # Models in ascending mean training cost: the order of cascades (§1).
     perm = np.argsort(dataset.cost[train].mean(axis=0), kind="stable")
     data = dataset.select_models([dataset.models[i] for i in perm])
-    tab = TwoPhaseTables(*(getattr(tables, f)[:, perm] for f in (
-        "ante_quality", "post_quality", "ante_var", "post_var", "ante_cost", "post_cost")))
+    tab = tables.select_models(perm)
     models = data.models
     k = len(models)
     answers = [[True] * k] * dataset.n_queries  # every model's answer is in the log
@@ -242,14 +290,26 @@ def evaluate(
     done = 0
     curves: dict[str, Curve] = {}
     for key in strategies:
-        strat = make_strategy(key, tab, models, max_depth=max_depth, seed=seed, quality_bounds=quality_bounds)
+        strat = make_strategy(
+            key, tab, models, max_depth=max_depth, seed=seed, quality_bounds=quality_bounds
+        )
         pq_cost = np.empty((len(budgets), test.size))
         pq_quality = np.empty((len(budgets), test.size))
         statuses, lams, gammas = [], [], []
         fit_s = replay_s = 0.0
         for b, budget in enumerate(budgets):
             t0 = time.perf_counter()
-            strat.fit(train, [answers[0]] * train.size, q_train, c_train, budget=float(budget), lambdas=lambdas, n_trials=n_trials, seed=seed, n_threads=n_threads)
+            strat.fit(
+                train,
+                [answers[0]] * train.size,
+                q_train,
+                c_train,
+                budget=float(budget),
+                lambdas=lambdas,
+                n_trials=n_trials,
+                seed=seed,
+                n_threads=n_threads,
+            )
             t1 = time.perf_counter()
             res = strat.replay(test, [answers[0]] * test.size, q_test, c_test, n_threads=n_threads)
             replay_s += time.perf_counter() - t1
@@ -264,9 +324,35 @@ def evaluate(
             if progress is not None:
                 progress(done, total)
         point = auc_from_queries(pq_cost, pq_quality, c_test, q_test)
-        ci = bootstrap_auc(pq_cost, pq_quality, c_test, q_test, n_boot=n_boot, seed=seed, alpha=alpha)
-        curves[key] = Curve(key, budgets.copy(), pq_cost.mean(axis=1), pq_quality.mean(axis=1), point, ci, fit_s, replay_s, statuses, lams, gammas, pq_cost, pq_quality)
-        log.info("%s: AUC %.4f [%.4f, %.4f] (fit %.2fs, replay %.2fs)", key, point, ci[0], ci[1], fit_s, replay_s)
+        ci = NO_INTERVAL
+        if n_boot:
+            ci = bootstrap_auc(
+                pq_cost, pq_quality, c_test, q_test, n_boot=n_boot, seed=seed, alpha=alpha
+            )
+        curves[key] = Curve(
+            key,
+            budgets.copy(),
+            pq_cost.mean(axis=1),
+            pq_quality.mean(axis=1),
+            point,
+            ci,
+            fit_s,
+            replay_s,
+            statuses,
+            lams,
+            gammas,
+            pq_cost,
+            pq_quality,
+        )
+        log.info(
+            "%s: AUC %.4f [%.4f, %.4f] (fit %.2fs, replay %.2fs)",
+            key,
+            point,
+            ci[0],
+            ci[1],
+            fit_s,
+            replay_s,
+        )
     return Evaluation(
         name=name or dataset.name,
         models=tuple(models),

@@ -1,4 +1,6 @@
-"""The paper's RouterBench experiment: simulated estimators of controlled quality (ALGORITHM.md §6).
+"""The paper's RouterBench experiment: simulated estimators of controlled quality.
+
+The protocol is docs/algorithm.md §13.
 
 The paper does not train quality estimators on RouterBench. It simulates them from the true
 per-query quality ``y`` and cost ``c``: an ex-ante signal ``y + N(0, σ_ante²)`` and a post-hoc
@@ -21,224 +23,36 @@ draw for draw:
 6. variance of a not-run model's estimate: ``std(ex-ante − post-hoc estimate)²`` over all rows
    (per model, ``ddof=0``); of a run model ``1e-6``.
 
-:class:`TwoPhaseTables` is the container these (and the real-data estimators of
-:mod:`cascade_routing.real_estimators`) return; it turns into the table-backed estimators of
+The estimates are a :class:`~.tables.TwoPhaseTables`, like those of the real-data estimators
+of :mod:`.real_estimators`; it turns into the table-backed estimators of
 :mod:`cascade_routing.estimators`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from .validation import float_array as finite_array
+from ..estimators import RUN_VARIANCE
+from ..validation import check_model_names, check_seed
 from .datasets import Dataset
-from .estimators import RUN_VARIANCE, ConstantCost, TwoPhaseCost, TwoPhaseQuality
+from .settings import NOISE_LEVELS
+from .tables import TwoPhaseTables, table
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "NOISE_LEVELS",
-    "PAPER_AUC",
-    "PAPER_POOLS",
-    "PAPER_SWEBENCH_AUC",
-    "REFERENCE_SUBSET_AUC",
-    "ROUTERBENCH_MODELS",
     "RawSignals",
     "RouterBenchRun",
-    "SimulatedEstimates",
-    "TwoPhaseTables",
     "routerbench_protocol",
     "routerbench_run",
     "simulate_estimates",
     "simulate_signals",
 ]
-
-#: Noise levels of the paper: (quality σ_ante, quality σ_post, cost σ_ante, cost σ_post).
-NOISE_LEVELS: dict[str, tuple[float, float, float, float]] = {
-    "low": (0.6, 0.3, 0.0002, 0.00005),
-    "medium": (1.6, 0.8, 0.0004, 0.0001),
-    "high": (2.4, 1.2, 100.0, 100.0),
-}
-
-#: All 11 RouterBench models, under this data's column names.
-ROUTERBENCH_MODELS: tuple[str, ...] = (
-    "WizardLM/WizardLM-13B-V1.2",
-    "claude-instant-v1",
-    "claude-v1",
-    "claude-v2",
-    "gpt-3.5-turbo-1106",
-    "gpt-4-1106-preview",
-    "meta/code-llama-instruct-34b-chat",
-    "meta/llama-2-70b-chat",
-    "mistralai/mistral-7b-chat",
-    "mistralai/mixtral-8x7b-chat",
-    "zero-one-ai/Yi-34B-Chat",
-)
-
-#: The paper's model pools (this data's column names; the protocol sorts them by train cost).
-PAPER_POOLS: dict[int, tuple[str, ...]] = {
-    3: ("mistralai/mixtral-8x7b-chat", "gpt-3.5-turbo-1106", "gpt-4-1106-preview"),
-    5: (
-        "mistralai/mixtral-8x7b-chat",
-        "gpt-3.5-turbo-1106",
-        "gpt-4-1106-preview",
-        "WizardLM/WizardLM-13B-V1.2",
-        "claude-v2",
-    ),
-    11: ROUTERBENCH_MODELS,
-}
-
-_METHODS = ("linear", "routing", "threshold cascade", "optimal cascade", "cascade routing")
-
-
-def _table_of(columns: Sequence[str], rows: Mapping[str, Sequence[float]]) -> dict[str, dict[str, float]]:
-    return {m: dict(zip(columns, map(float, rows[m]))) for m in _METHODS}
-
-
-#: The paper's published RouterBench (0-shot) AUC ×100, ALGORITHM.md §9:
-#: ``PAPER_AUC[method]["3L"]`` = 3-model pool, low noise (L/M/H = low/medium/high).
-PAPER_AUC: dict[str, dict[str, float]] = _table_of(
-    ("3L", "3M", "3H", "5L", "5M", "5H", "11L", "11M", "11H"),
-    {
-        "linear": (69.62, 69.62, 69.62, 69.22, 69.22, 69.22, 70.51, 70.51, 70.51),
-        "routing": (79.73, 74.97, 71.81, 81.24, 74.43, 71.33, 83.25, 74.63, 72.67),
-        "threshold cascade": (80.86, 74.64, 72.48, 82.33, 73.03, 69.53, 84.48, 73.64, 69.79),
-        "optimal cascade": (81.09, 76.16, 72.67, 83.06, 75.17, 70.18, 84.47, 75.10, 70.26),
-        "cascade routing": (82.36, 76.55, 73.22, 84.33, 76.31, 72.75, 87.24, 77.57, 74.40),
-    },
-)
-
-#: The reference implementation run on ``routerbench_subset`` with this module's exact
-#: protocol and constant λ (AUC ×100, 10 budgets per hull segment), ALGORITHM.md §9.
-REFERENCE_SUBSET_AUC: dict[str, dict[str, float]] = _table_of(
-    ("3L", "3M", "3H", "5L", "5M", "5H"),
-    {
-        "linear": (80.86, 80.86, 80.86, 80.46, 80.46, 80.46),
-        "routing": (89.20, 84.89, 83.41, 91.02, 84.60, 82.97),
-        "threshold cascade": (89.24, 85.94, 84.14, 90.55, 84.98, 81.95),
-        "optimal cascade": (91.58, 86.60, 84.32, 94.00, 86.72, 83.50),
-        "cascade routing": (91.59, 87.26, 85.16, 94.43, 87.90, 85.21),
-    },
-)
-
-#: The paper's SWE-Bench AUC ×100 (10 agents), ALGORITHM.md §9.
-PAPER_SWEBENCH_AUC: dict[str, float] = {
-    "routing": 40.49,
-    "threshold cascade": 38.52,
-    "optimal cascade": 53.21,
-    "cascade routing": 54.12,
-}
-
-
-# --------------------------------------------------------------------------- the container
-
-
-def _table(value: ArrayLike, name: str) -> NDArray[np.float64]:
-    return finite_array(value, name, 2, layout="queries x models")
-
-
-@dataclass(frozen=True, eq=False)
-class TwoPhaseTables:
-    """Ex-ante and post-hoc quality and cost estimates for every query (row) and model.
-
-    Attributes
-    ----------
-    ante_quality, post_quality : ndarray, shape (n, k)
-        Quality estimates before / after the model has run on the query.
-    ante_var, post_var : ndarray, shape (n, k)
-        Variances of those estimates (``post_var`` is :data:`~cascade_routing.estimators.RUN_VARIANCE`
-        for the simulated and real-data estimators of this package).
-    ante_cost, post_cost : ndarray, shape (n, k)
-        Cost estimates before / after the model has run (post-hoc usually the observed cost).
-    """
-
-    ante_quality: NDArray[np.float64]
-    post_quality: NDArray[np.float64]
-    ante_var: NDArray[np.float64]
-    post_var: NDArray[np.float64]
-    ante_cost: NDArray[np.float64]
-    post_cost: NDArray[np.float64]
-
-    def __post_init__(self) -> None:
-        shape = None
-        for name in ("ante_quality", "post_quality", "ante_var", "post_var", "ante_cost", "post_cost"):
-            arr = _table(getattr(self, name), name)
-            if shape is None:
-                shape = arr.shape
-            elif arr.shape != shape:
-                raise ValueError(f"{name} must have shape {shape} like ante_quality, got {arr.shape}")
-            object.__setattr__(self, name, arr)
-        if np.any(self.ante_var < 0) or np.any(self.post_var < 0):
-            raise ValueError("variances must be non-negative")
-
-    @property
-    def n_queries(self) -> int:
-        return int(self.ante_quality.shape[0])
-
-    @property
-    def n_models(self) -> int:
-        return int(self.ante_quality.shape[1])
-
-    def subset(self, rows: ArrayLike) -> TwoPhaseTables:
-        """The tables restricted to ``rows`` (row ``i`` of the result is ``rows[i]``)."""
-        idx = np.asarray(rows)
-        return TwoPhaseTables(*(getattr(self, f)[idx] for f in (
-            "ante_quality", "post_quality", "ante_var", "post_var", "ante_cost", "post_cost")))
-
-    def quality_estimator(self) -> TwoPhaseQuality:
-        """:class:`~cascade_routing.estimators.TwoPhaseQuality` over these tables."""
-        return TwoPhaseQuality(self.ante_quality, self.post_quality, self.ante_var, self.post_var)
-
-    def cost_estimator(self, clip_negative: bool = True) -> TwoPhaseCost:
-        """:class:`~cascade_routing.estimators.TwoPhaseCost` over these tables.
-
-        A linear calibration of a noisy cost signal can go below zero (the low and medium
-        noise levels do on RouterBench); cost estimators must be non-negative, so negative
-        estimates are set to 0 when ``clip_negative`` (the reference keeps them negative).
-        With ``clip_negative=False`` a negative estimate raises ``ValueError``.
-        """
-        ante, post = self.ante_cost, self.post_cost
-        if clip_negative:
-            n_neg = int((ante < 0).sum() + (post < 0).sum())
-            if n_neg:
-                logger.info("cost_estimator: clipped %d negative cost estimates to 0", n_neg)
-            ante, post = np.maximum(ante, 0.0), np.maximum(post, 0.0)
-        return TwoPhaseCost(ante, post)
-
-    def constant_cost_estimator(self, rows: ArrayLike | None = None, true_cost: ArrayLike | None = None) -> ConstantCost:
-        """:class:`~cascade_routing.estimators.ConstantCost` of the mean cost per model.
-
-        Averages ``true_cost`` (``(n, k)``, e.g. the dataset's cost table) when given, else the
-        post-hoc cost table, over ``rows`` (default all). The reference's threshold cascade
-        uses the mean true cost over all rows.
-        """
-        table = self.post_cost if true_cost is None else _table(true_cost, "true_cost")
-        if rows is not None:
-            table = table[np.asarray(rows)]
-        return ConstantCost(table.mean(axis=0))
-
-
-def with_reference_variance_quirk(tables: TwoPhaseTables) -> TwoPhaseTables:
-    """The same tables as the reference implementation uses them, for number matching only.
-
-    For independent estimates the reference multiplies its normal samples by the
-    **variance** instead of the standard deviation (ALGORITHM.md §5), which understates
-    the uncertainty. Squaring the variances here makes this package's (correct) use of the
-    standard deviation reproduce that behaviour.
-    """
-    return TwoPhaseTables(
-        tables.ante_quality, tables.post_quality, tables.ante_var**2, tables.post_var**2,
-        tables.ante_cost, tables.post_cost,
-    )
-
-
-#: The simulated estimates are plain two-phase tables.
-SimulatedEstimates = TwoPhaseTables
 
 
 # --------------------------------------------------------------------------- the protocol
@@ -270,14 +84,10 @@ def routerbench_protocol(
     models : list of str
         The pool sorted by mean train cost, cheapest first (ties keep the given order).
     """
-    pool = [pool] if isinstance(pool, str) else list(pool)
-    if not pool:
-        raise ValueError("pool must name at least one model")
+    pool = list(check_model_names([pool] if isinstance(pool, str) else pool, "pool"))
     missing = [m for m in pool if m not in dataset.models]
     if missing:
         raise KeyError(f"pool models {missing} are not in the dataset ({list(dataset.models)})")
-    if len(set(pool)) != len(pool):
-        raise ValueError(f"pool models must not repeat, got {pool}")
     train, test = dataset.split_rows(test_size=test_size, seed=split_seed)
     cols = [dataset.models.index(m) for m in pool]
     mean_cost = dataset.cost[train][:, cols].mean(axis=0)
@@ -288,12 +98,16 @@ def routerbench_protocol(
 def _noise(noise: str | Sequence[float]) -> tuple[float, float, float, float]:
     if isinstance(noise, str):
         if noise not in NOISE_LEVELS:
-            raise ValueError(f"unknown noise level {noise!r}; use one of {list(NOISE_LEVELS)} "
-                             "or a tuple (q_ante, q_post, cost_ante, cost_post)")
+            raise ValueError(
+                f"unknown noise level {noise!r}; use one of {list(NOISE_LEVELS)} "
+                "or a tuple (q_ante, q_post, cost_ante, cost_post)"
+            )
         return NOISE_LEVELS[noise]
     values = tuple(float(v) for v in noise)
     if len(values) != 4:
-        raise ValueError("noise must be a level name or 4 numbers (q_ante, q_post, cost_ante, cost_post)")
+        raise ValueError(
+            "noise must be a level name or 4 numbers (q_ante, q_post, cost_ante, cost_post)"
+        )
     if not all(np.isfinite(v) and v >= 0 for v in values):
         raise ValueError(f"noise standard deviations must be finite and >= 0, got {values}")
     return values  # type: ignore[return-value]
@@ -335,8 +149,8 @@ class RawSignals:
 
 
 def _truth(quality: ArrayLike, cost: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    q = _table(quality, "quality")
-    c = _table(cost, "cost")
+    q = table(quality, "quality")
+    c = table(cost, "cost")
     if q.shape != c.shape:
         raise ValueError(f"quality {q.shape} and cost {c.shape} must have the same shape")
     return q, c
@@ -355,7 +169,7 @@ def simulate_signals(
     """
     q, c = _truth(quality, cost)
     q_ante_sd, q_post_sd, c_ante_sd, c_post_sd = _noise(noise)
-    rng = np.random.RandomState(seed)
+    rng = np.random.RandomState(check_seed(seed))
     cost_ante, cost_post = _draw_signals(rng, c, c_ante_sd, c_post_sd)
     q_ante, q_post = _draw_signals(rng, q, q_ante_sd, q_post_sd)
     return RawSignals(q_ante, q_post, cost_ante, cost_post)

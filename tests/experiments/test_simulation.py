@@ -1,4 +1,4 @@
-"""The simulated RouterBench estimators (ALGORITHM.md §6) and the real-data estimators."""
+"""The simulated RouterBench estimators (docs/algorithm.md §13) and the real-data estimators."""
 
 from __future__ import annotations
 
@@ -6,25 +6,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cascade_routing.datasets import Dataset, load, load_routerbench
+from sklearn.linear_model import LinearRegression
+from sklearn.metrics import roc_auc_score
+
 from cascade_routing.estimators import RUN_VARIANCE, TwoPhaseCost, TwoPhaseQuality
-from cascade_routing.metrics import as_percent, linear_baseline_auc
-from cascade_routing.real_estimators import confidence_estimates, swebench_estimates
-from cascade_routing.simulation import (
-    NOISE_LEVELS,
-    PAPER_AUC,
-    PAPER_POOLS,
-    REFERENCE_SUBSET_AUC,
-    TwoPhaseTables,
+from cascade_routing.experiments.datasets import Dataset, load, load_routerbench
+from cascade_routing.experiments.metrics import as_percent, linear_baseline_auc
+from cascade_routing.experiments.published import PAPER_AUC, REFERENCE_SUBSET_AUC
+from cascade_routing.experiments.real_estimators import confidence_estimates, swebench_estimates
+from cascade_routing.experiments.settings import NOISE_LEVELS, PAPER_POOLS
+from cascade_routing.experiments.simulation import (
     routerbench_protocol,
     routerbench_run,
     simulate_estimates,
     simulate_signals,
 )
-from sklearn.linear_model import LinearRegression
-from sklearn.metrics import roc_auc_score
+from cascade_routing.experiments.tables import TwoPhaseTables
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +71,7 @@ def test_pools_use_this_datas_column_names(routerbench):
 
 
 def test_linear_baseline_matches_the_reference_on_the_subset(routerbench):
-    # ALGORITHM.md §9: the reference's "linear" row on routerbench_subset (3 and 5 models)
+    # docs/algorithm.md §14: the reference's "linear" row on routerbench_subset (3 and 5 models)
     for n in (3, 5):
         run = routerbench_run(routerbench, PAPER_POOLS[n], "low")
         test = run.dataset.subset(run.test_rows)
@@ -82,7 +81,13 @@ def test_linear_baseline_matches_the_reference_on_the_subset(routerbench):
 
 def test_paper_tables_are_complete():
     for table, configs in ((PAPER_AUC, 9), (REFERENCE_SUBSET_AUC, 6)):
-        assert set(table) == {"linear", "routing", "threshold cascade", "optimal cascade", "cascade routing"}
+        assert set(table) == {
+            "linear",
+            "routing",
+            "threshold cascade",
+            "optimal cascade",
+            "cascade routing",
+        }
         assert all(len(row) == configs for row in table.values())
     assert PAPER_AUC["cascade routing"]["11L"] == 87.24
 
@@ -94,9 +99,15 @@ def _reference_signals(quality, cost, noise, seed):
     """The reference's loops (numpy.random.seed + one numpy.random.normal per scalar)."""
     qa, qp, ca, cp = noise
     np.random.seed(seed)
-    cost_sig = np.array([[[float(v + np.random.normal(0, ca)), float(v + np.random.normal(0, cp))]
-                          for v in row] for row in cost])
-    q_sig = np.array([[[np.random.normal(v, qa), np.random.normal(v, qp)] for v in row] for row in quality])
+    cost_sig = np.array(
+        [
+            [[float(v + np.random.normal(0, ca)), float(v + np.random.normal(0, cp))] for v in row]
+            for row in cost
+        ]
+    )
+    q_sig = np.array(
+        [[[np.random.normal(v, qa), np.random.normal(v, qp)] for v in row] for row in quality]
+    )
     return cost_sig, q_sig
 
 
@@ -117,7 +128,10 @@ def test_estimates_match_a_reference_style_calibration():
     est = simulate_estimates(quality, cost, "medium", seed=5)
     for j in range(3):
         for s, (table, truth) in enumerate(((q_sig, quality), (cost_sig, cost))):
-            for phase, got in ((0, (est.ante_quality, est.ante_cost)[s]), (1, (est.post_quality, est.post_cost)[s])):
+            for phase, got in (
+                (0, (est.ante_quality, est.ante_cost)[s]),
+                (1, (est.post_quality, est.post_cost)[s]),
+            ):
                 x = table[:, j, phase].reshape(-1, 1)
                 want = LinearRegression().fit(x, truth[:, j]).predict(x)
                 np.testing.assert_allclose(got[:, j], want, rtol=1e-12, atol=1e-15)
@@ -133,8 +147,12 @@ def test_signals_have_the_documented_noise(routerbench, level):
     raw = simulate_signals(data.quality, data.cost, level, seed=0)
     q_ante, q_post, c_ante, c_post = NOISE_LEVELS[level]
     n = data.quality.size  # 3150 x 11 draws per signal: sampling error of the sd ~ 0.4 %
-    for signal, truth, sd in ((raw.ante_quality, data.quality, q_ante), (raw.post_quality, data.quality, q_post),
-                              (raw.ante_cost, data.cost, c_ante), (raw.post_cost, data.cost, c_post)):
+    for signal, truth, sd in (
+        (raw.ante_quality, data.quality, q_ante),
+        (raw.post_quality, data.quality, q_post),
+        (raw.ante_cost, data.cost, c_ante),
+        (raw.post_cost, data.cost, c_post),
+    ):
         noise = signal - truth
         assert np.std(noise) == pytest.approx(sd, rel=5 / np.sqrt(2 * n))
         assert abs(np.mean(noise)) < 5 * sd / np.sqrt(n)
@@ -148,7 +166,9 @@ def test_more_noise_means_worse_estimates(routerbench):
     for level in ("low", "medium", "high"):
         run = routerbench_run(routerbench, PAPER_POOLS[3], level)
         est, truth = run.estimates, run.dataset.quality
-        corr[level] = np.mean([np.corrcoef(est.ante_quality[:, j], truth[:, j])[0, 1] for j in range(3)])
+        corr[level] = np.mean(
+            [np.corrcoef(est.ante_quality[:, j], truth[:, j])[0, 1] for j in range(3)]
+        )
         # post-hoc (less noise) beats ex-ante at every level
         post = np.mean([np.corrcoef(est.post_quality[:, j], truth[:, j])[0, 1] for j in range(3)])
         assert post > corr[level]
@@ -163,7 +183,9 @@ def test_calibration_is_unbiased_least_squares(routerbench):
         for j in range(data.n_models):
             # residuals of a least-squares fit are orthogonal to the fitted values
             resid = truth[:, j] - table[:, j]
-            assert abs(np.dot(resid, table[:, j] - table[:, j].mean())) < 1e-8 * len(resid) * max(1e-12, truth[:, j].var())
+            assert abs(np.dot(resid, table[:, j] - table[:, j].mean())) < 1e-8 * len(resid) * max(
+                1e-12, truth[:, j].var()
+            )
 
 
 def test_simulation_is_seeded():
@@ -224,8 +246,15 @@ def _confidence_toy(n=600, seed=0):
     groups = np.where(rng.random(n) < 0.5, "easy", "hard")
     chars = rng.integers(50, 500, n).astype(float)
     cost = np.column_stack([chars * 1e-6, chars * 5e-6])
-    return Dataset("toy", ("small", "big"), quality, cost, confidence, groups,
-                   features={"prompt_chars": chars}), missing
+    return Dataset(
+        "toy",
+        ("small", "big"),
+        quality,
+        cost,
+        confidence,
+        groups,
+        features={"prompt_chars": chars},
+    ), missing
 
 
 def test_confidence_estimates_calibrate_and_handle_minus_inf():
@@ -238,7 +267,9 @@ def test_confidence_estimates_calibrate_and_handle_minus_inf():
         auroc = roc_auc_score(ds.quality[test, j], est.post_quality[test, j])
         assert auroc > 0.85
         # calibrated on train: mean prediction ~ train accuracy
-        assert est.post_quality[train, j].mean() == pytest.approx(ds.quality[train, j].mean(), abs=0.02)
+        assert est.post_quality[train, j].mean() == pytest.approx(
+            ds.quality[train, j].mean(), abs=0.02
+        )
         # -inf rows (always wrong here) get a low probability
         assert est.post_quality[missing[:, j], j].max() < 0.2
     np.testing.assert_array_equal(est.post_cost, ds.cost)
@@ -256,8 +287,15 @@ def test_real_estimators_do_not_look_at_test_outcomes():
     train = np.arange(300)
     flipped_quality = ds.quality.copy()
     flipped_quality[300:] = 1.0 - flipped_quality[300:]
-    flipped = Dataset(ds.name, ds.models, flipped_quality, ds.cost, ds.confidence, ds.groups,
-                      features=ds.features)
+    flipped = Dataset(
+        ds.name,
+        ds.models,
+        flipped_quality,
+        ds.cost,
+        ds.confidence,
+        ds.groups,
+        features=ds.features,
+    )
     a = confidence_estimates(ds, train)
     b = confidence_estimates(flipped, train)
     np.testing.assert_array_equal(a.ante_quality, b.ante_quality)
@@ -300,7 +338,7 @@ def test_real_estimators_on_shared_data():
     sw_folder = SHARED / "swebench_verified_bashonly"
     if not (lc_folder.is_dir() and sw_folder.is_dir()):
         pytest.skip("shared data folders are not present")
-    from cascade_routing.datasets import load_llm_cascades, load_swebench
+    from cascade_routing.experiments.datasets import load_llm_cascades, load_swebench
 
     lc = load_llm_cascades(lc_folder, benchmarks=None)
     train = np.flatnonzero(lc.features["source_split"] == "train")
@@ -311,7 +349,10 @@ def test_real_estimators_on_shared_data():
     # the README: raw-confidence AUROC 0.7-0.9 for most models; post-hoc should beat ex-ante
     for j in range(lc.n_models):
         y = lc.quality[test, j]
-        assert roc_auc_score(y, est.post_quality[test, j]) > roc_auc_score(y, est.ante_quality[test, j]) - 0.02
+        assert (
+            roc_auc_score(y, est.post_quality[test, j])
+            > roc_auc_score(y, est.ante_quality[test, j]) - 0.02
+        )
     sw = load_swebench(sw_folder)
     train, _ = sw.split_rows(test_size=0.5, seed=0)
     est = swebench_estimates(sw, train)

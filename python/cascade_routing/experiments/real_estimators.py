@@ -1,14 +1,14 @@
 """Quality and cost estimators for the real datasets, as two-phase tables.
 
-Each function fits on the training rows of a :class:`~cascade_routing.datasets.Dataset` and
-returns a :class:`~cascade_routing.simulation.TwoPhaseTables` with estimates for **all** rows,
+Each function fits on the training rows of a :class:`~.datasets.Dataset` and
+returns a :class:`~.tables.TwoPhaseTables` with estimates for **all** rows,
 so it plugs into :class:`~cascade_routing.estimators.TwoPhaseQuality` /
 :class:`~cascade_routing.estimators.TwoPhaseCost` with row indices as queries
 (``tables.quality_estimator()``, ``tables.cost_estimator()``). Only training rows' outcomes are
 used for fitting; test rows only contribute what an estimator may legitimately see (features
 before a model runs, the model's own confidence and cost after it ran).
 
-Uncertainty follows the paper's default (ALGORITHM.md §6), restricted to independent
+Uncertainty follows the paper's default (docs/estimators.md), restricted to independent
 per-model variances: a not-run model's variance is the variance over training rows of
 (ex-ante − post-hoc estimate); a run model's is ``RUN_VARIANCE`` (1e-6). The ex-ante estimates
 are fitted on the same training rows, so this in-sample variance slightly understates the
@@ -18,14 +18,16 @@ out-of-sample error.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ..estimators import RUN_VARIANCE
+from ..validation import check_number, check_rows
 from .datasets import Dataset
-from .estimators import RUN_VARIANCE
-from .simulation import TwoPhaseTables
+from .tables import TwoPhaseTables
 
 logger = logging.getLogger(__name__)
 
@@ -33,23 +35,15 @@ __all__ = ["confidence_estimates", "swebench_estimates"]
 
 
 def _train_rows(rows: ArrayLike, n: int) -> NDArray[np.int64]:
-    idx = np.asarray(rows)
-    if idx.dtype == np.bool_:
-        if idx.shape != (n,):
-            raise ValueError(f"a boolean train mask must have shape {(n,)}, got {idx.shape}")
-        idx = np.flatnonzero(idx)
-    if idx.ndim != 1 or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
-        raise TypeError("train_rows must be a 1-D array of integer row indices (or a mask)")
+    idx = check_rows(rows, n, "train_rows", unique=True)
     if idx.size < 2:
         raise ValueError("train_rows must hold at least 2 rows")
-    if idx.min() < 0 or idx.max() >= n:
-        raise ValueError(f"train_rows out of range 0..{n - 1}")
-    if np.unique(idx).size != idx.size:
-        raise ValueError("train_rows must not repeat a row")
-    return idx.astype(np.int64)
+    return idx
 
 
-def _not_run_variance(ante: NDArray[np.float64], post: NDArray[np.float64], train: NDArray[np.int64]) -> NDArray[np.float64]:
+def _not_run_variance(
+    ante: NDArray[np.float64], post: NDArray[np.float64], train: NDArray[np.int64]
+) -> NDArray[np.float64]:
     diff = ante[train] - post[train]
     var = np.var(diff, axis=0)  # per model, ddof=0 like the reference's std**2
     return np.broadcast_to(var, ante.shape).copy()
@@ -78,6 +72,31 @@ def _standardise(values: NDArray[np.float64], train: NDArray[np.int64]) -> NDArr
     mu = values[train].mean()
     sd = values[train].std()
     return (values - mu) / sd if sd > 0 else values - mu
+
+
+def _groups_in_training(
+    groups: NDArray[Any], train: NDArray[np.int64]
+) -> Iterator[tuple[NDArray[np.int64], NDArray[np.int64]]]:
+    """For each group seen in training, in sorted order: its training rows (in the order of
+    ``train``) and all its rows (ascending).
+
+    One sort of the labels, so O(n log n) for any number of groups (a mask per group would be
+    O(n × groups): quadratic when every query has its own repository).
+    """
+    _, codes = np.unique(groups, return_inverse=True)
+    codes = codes.reshape(-1)
+    train_codes = codes[train]
+    train_order = np.argsort(train_codes, kind="stable")
+    train_sorted = train_codes[train_order]
+    all_order = np.argsort(codes, kind="stable")
+    all_sorted = codes[all_order]
+    seen = np.unique(train_codes)
+    train_lo = np.searchsorted(train_sorted, seen, "left")
+    train_hi = np.searchsorted(train_sorted, seen, "right")
+    all_lo = np.searchsorted(all_sorted, seen, "left")
+    all_hi = np.searchsorted(all_sorted, seen, "right")
+    for a, b, c, d in zip(train_lo, train_hi, all_lo, all_hi):
+        yield train[train_order[a:b]], all_order[c:d]
 
 
 def _group_one_hot(dataset: Dataset, train: NDArray[np.int64]) -> list[NDArray[np.float64]]:
@@ -183,15 +202,19 @@ def confidence_estimates(
         p_ante = _logistic(x_ante, y, train, C, seed)
         ante[:, j] = fallback if p_ante is None else p_ante
         if p_post is None or p_ante is None:
-            logger.info("confidence_estimates: model %r falls back to its train accuracy",
-                        dataset.models[j])
+            logger.info(
+                "confidence_estimates: model %r falls back to its train accuracy",
+                dataset.models[j],
+            )
     ante_var = _not_run_variance(ante, post, train)
     post_var = np.full((n, k), RUN_VARIANCE)
     ante_cost = _ex_ante_cost(dataset, train, scale_cost_by_prompt_length)
     return TwoPhaseTables(ante, post, ante_var, post_var, ante_cost, dataset.cost.copy())
 
 
-def _ex_ante_cost(dataset: Dataset, train: NDArray[np.int64], by_length: bool) -> NDArray[np.float64]:
+def _ex_ante_cost(
+    dataset: Dataset, train: NDArray[np.int64], by_length: bool
+) -> NDArray[np.float64]:
     n, k = dataset.n_queries, dataset.n_models
     mean_cost = dataset.cost[train].mean(axis=0)
     chars: Any = dataset.features.get("prompt_chars")
@@ -205,12 +228,11 @@ def _ex_ante_cost(dataset: Dataset, train: NDArray[np.int64], by_length: bool) -
     rate = dataset.cost[train].sum(axis=0) / chars[train].sum()
     out = chars[:, None] * rate[None, :]
     if dataset.groups is not None:
-        for g in np.unique(dataset.groups[train]):
-            in_train = train[dataset.groups[train] == g]
+        for in_train, rows in _groups_in_training(dataset.groups, train):
             total = chars[in_train].sum()
             if total > 0:
-                rows = dataset.groups == g
-                out[rows] = chars[rows, None] * (dataset.cost[in_train].sum(axis=0) / total)[None, :]
+                rate_g = dataset.cost[in_train].sum(axis=0) / total
+                out[rows] = chars[rows, None] * rate_g[None, :]
     return out
 
 
@@ -239,19 +261,16 @@ def swebench_estimates(
     ``seed`` is accepted for a uniform signature; nothing here is random.
     """
     del seed
-    if not np.isfinite(prior_strength) or prior_strength < 0:
-        raise ValueError(f"prior_strength must be finite and >= 0, got {prior_strength}")
+    prior_strength = check_number(prior_strength, "prior_strength", 0.0)
     n, k = dataset.n_queries, dataset.n_models
     train = _train_rows(train_rows, n)
     y = dataset.quality
     overall = y[train].mean(axis=0)
     ante = np.broadcast_to(overall, (n, k)).copy()
     if dataset.groups is not None:
-        groups_train = dataset.groups[train]
-        for g in np.unique(groups_train):
-            in_train = train[groups_train == g]
-            rate = (y[in_train].sum(axis=0) + prior_strength * overall) / (in_train.size + prior_strength)
-            ante[dataset.groups == g] = rate
+        for in_train, rows in _groups_in_training(dataset.groups, train):
+            resolved = y[in_train].sum(axis=0) + prior_strength * overall
+            ante[rows] = resolved / (in_train.size + prior_strength)
     post = y.copy()
     ante_var = _not_run_variance(ante, post, train)
     post_var = np.full((n, k), RUN_VARIANCE)

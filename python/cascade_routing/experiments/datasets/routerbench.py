@@ -1,0 +1,88 @@
+"""RouterBench rows: ``quality.csv`` + ``cost_usd.csv``, one column per model."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from ._bundled import bundled_folder
+from ._files import folder, read_csv, wide_tables
+from .base import Dataset
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["FILES", "SOURCE", "load_routerbench"]
+
+#: The files that make a folder a RouterBench folder.
+FILES = ("quality.csv", "cost_usd.csv")
+
+SOURCE = (
+    "RouterBench rows (Hu et al. 2024, withmartian/routerbench) for ARC-Challenge, MBPP and "
+    "Winogrande, as vendored by github.com/shuhao02/RouterDC at commit "
+    "0e63989c5bf4363330b8a4616386e3f7f116d9f8 (datasets/routerbench_zs/*.csv). Licence: RouterDC "
+    "has no licence file; the rows are RouterBench's, whose Hugging Face dataset card carries "
+    "the licence. Cost: measured US dollars per prompt."
+)
+
+_RB_KEYS = ("rb_row", "sample_id", "eval_name")
+_RB_META = set(_RB_KEYS) | {"routerdc_split"}
+
+
+def load_routerbench(
+    path: str | Path | None = None, models: Sequence[str] | None = None
+) -> Dataset:
+    """Load RouterBench rows: ``quality.csv`` and ``cost_usd.csv`` (keyed by ``rb_row``).
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        A folder in the layout of ``routerbench_subset``; default: the bundled copy.
+    models : sequence of str, optional
+        Models to keep (in this order); default all. Rows are dropped for missing values of
+        the selected models only.
+
+    Returns
+    -------
+    Dataset
+        ``groups`` = ``eval_name``; ``query_ids`` = ``rb_row``; features: ``"routerdc_split"``
+        when the file has it, ``"prompt_chars"`` (length of the stored prompt string) when
+        ``prompts_*.csv`` files are present.
+    """
+    if path is None:
+        with bundled_folder("routerbench") as bundled:
+            return load_routerbench(bundled, models)
+    root = folder(path)
+    quality_f, chosen, quality, cost, keep, dropped = wide_tables(
+        root, "quality.csv", _RB_KEYS, _RB_META, "rb_row", models, "routerbench"
+    )
+    features: dict[str, NDArray[Any]] = {}
+    if "routerdc_split" in quality_f.columns:
+        features["routerdc_split"] = quality_f["routerdc_split"].astype(str).to_numpy()[keep]
+    prompt_files = sorted(root.glob("prompts_*.csv"))
+    if prompt_files:
+        prompts = pd.concat([read_csv(p, ["rb_row", "prompt"]) for p in prompt_files])
+        lengths = dict(zip(prompts["rb_row"], prompts["prompt"].fillna("").astype(str).str.len()))
+        chars = np.array([lengths.get(r, np.nan) for r in quality_f["rb_row"]], dtype=np.float64)
+        if np.isnan(chars[keep]).any():
+            logger.info("routerbench: prompts_*.csv lack some rows; no prompt_chars feature")
+        else:
+            features["prompt_chars"] = chars[keep]
+    return Dataset(
+        name="routerbench",
+        models=tuple(chosen),
+        quality=quality[keep],
+        cost=cost[keep],
+        groups=quality_f["eval_name"].astype(str).to_numpy()[keep],
+        query_ids=quality_f["rb_row"].to_numpy()[keep],
+        features=features,
+        n_dropped=dropped,
+        cost_is_estimate=False,
+        source=SOURCE,
+        layout="routerbench",
+    )
