@@ -6,7 +6,7 @@ the training data: longer prompts or a harder query mix change what each decisio
 (the log of the scale) with a PI loop on the relative spending error of each query,
 ``e = (cost − budget) / budget``::
 
-    integral ← integral + e                       (stopped while u sits on a bound)
+    integral ← integral + e                       (clamped so that u stays within the bounds)
     smooth   ← smooth + (e − smooth) / smoothing   (an exponential moving average)
     u        = clip(gain_i × integral + gain_p × smooth, −max_log_scale, +max_log_scale)
 
@@ -112,11 +112,12 @@ class BudgetController:
             s.n += 1
             s.spent += cost
             s.smooth += (e - s.smooth) / self.smoothing
-            integral = s.integral + e
-            u = self.gain_i * integral + self.gain_p * s.smooth
+            s.integral += e
             bound = self.max_log_scale
-            if -bound <= u <= bound or (u > bound and e < 0) or (u < -bound and e > 0):
-                s.integral = integral  # anti-wind-up: no integration into a bound
+            if self.gain_i > 0:  # anti-wind-up: the integral stops where u meets a bound
+                p = self.gain_p * s.smooth
+                s.integral = min((bound - p) / self.gain_i,
+                                 max((-bound - p) / self.gain_i, s.integral))
             u = self.gain_i * s.integral + self.gain_p * s.smooth
             s.log_scale = min(bound, max(-bound, u))
             return math.exp(s.log_scale)
