@@ -3,6 +3,7 @@ and releases the GIL; STYLE.md practice 5)."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -143,3 +144,83 @@ def test_batch_threads_from_threads(threaded_backend: str) -> None:
         )
     for (b, _), res in zip(jobs, got):
         _assert_batch_equal(res, want[b])
+
+
+# --------------------------------------------------------------------------- stress
+
+#: Rounds per thread of the stress test (scripts/sanitize.sh raises it under the sanitizers).
+STRESS_ROUNDS = int(os.environ.get("CASCADE_ROUTING_STRESS_ROUNDS", "16"))
+
+
+def _fixed_input() -> tuple[dict[str, Any], dict[str, Any], list[Any]]:
+    """One batch (covariance mode), one long single decision (2^13 candidates, GIL released)
+    and one replay, all shared read-only by every thread."""
+    rng = np.random.default_rng(31)
+    n, k = 600, 9
+    a = rng.normal(size=(n, k, k)) * 0.1
+    cov = a @ np.swapaxes(a, 1, 2)
+    batch = {
+        "quality": rng.uniform(size=(n, k)),
+        "cost": rng.uniform(size=(n, k)),
+        "lam": rng.uniform(0, 0.3, size=n),
+        "cov": (cov + np.swapaxes(cov, 1, 2)) / 2,
+        "ran": rng.random((n, k)) < 0.2,
+        "prefer": rng.random(n) < 0.5,
+        "force_order": False,
+        "n_samples": 32,
+    }
+    k1 = 13
+    single = {
+        "quality": rng.uniform(size=k1),
+        "cost": rng.uniform(size=k1),
+        "lam": 0.0,
+        "var": np.full(k1, 0.01),
+        "force_order": False,
+        "n_samples": 16,
+    }
+    m = 300
+
+    def mat(scale: float = 1.0) -> np.ndarray:
+        return rng.uniform(size=(m, k)) * scale
+
+    replay = [mat(), mat(), mat(0.1), mat(0.01), mat(), mat(), mat(), mat(),
+              np.array([0.2, 0.1, 0.05]), (rng.random(m) < 0.5).astype(np.uint8),
+              rng.standard_normal((32, k)), True, 0, np.zeros(k), k, False, False, True, 8,
+              False]
+    return batch, single, replay
+
+
+def test_stress_threads_on_one_input(threaded_backend: str) -> None:
+    """N Python threads hammer one fixed input (batch, single decision and, on C++, the
+    replay kernel, each also multi-threaded inside) and must get the one-thread answers
+    every time (issue 10: thread stress, also run under ASan/UBSan by scripts/sanitize.sh)."""
+    batch, single, replay = _fixed_input()
+    want_batch = cr.search_supermodel_batch(**batch)
+    want_single = cr.search_supermodel(**single)
+    core = None
+    if threaded_backend == "cpp":
+        from cascade_routing import _core as core
+
+        want_replay = core.replay_two_phase(*replay)
+    barrier = threading.Barrier(N_WORKERS)
+
+    def hammer(worker: int) -> int:
+        barrier.wait(timeout=60)
+        checked = 0
+        for r in range(STRESS_ROUNDS):
+            n_threads = (worker + r) % 3  # 0 = per core, 1, 2
+            _assert_batch_equal(cr.search_supermodel_batch(**batch, n_threads=n_threads),
+                                want_batch)
+            assert cr.search_supermodel(**single) == want_single
+            checked += 2
+            if core is not None:
+                got = core.replay_two_phase(*replay, n_threads=n_threads)
+                for x, y in zip(got, want_replay):
+                    assert np.array_equal(x, y)
+                checked += 1
+        return checked
+
+    with ThreadPoolExecutor(max_workers=N_WORKERS) as pool:
+        counts = list(pool.map(hammer, range(N_WORKERS), timeout=600))
+    per_round = 3 if core is not None else 2
+    assert counts == [per_round * STRESS_ROUNDS] * N_WORKERS
