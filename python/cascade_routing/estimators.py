@@ -12,14 +12,21 @@ recognise them and replay them entirely in the compiled core during fitting.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from .validation import MAX_MAGNITUDE, all_within
-from .validation import float_array as finite_array
+from .validation import (
+    MAX_MAGNITUDE,
+    all_within,
+    check_answers,
+    check_rows,
+    float_array,
+    ran_mask,
+)
 
 #: Variance given to the estimate of a model that has run (its quality is then almost known).
 RUN_VARIANCE = 1e-6
@@ -56,30 +63,15 @@ class CostEstimator(Protocol):
     def predict(self, queries: Sequence[Any], answers: Sequence[Sequence[Any]]) -> Any: ...
 
 
-def ran_mask(answers: Sequence[Sequence[Any]], k: int) -> NDArray[np.bool_]:
-    """Boolean ``(n, k)`` mask of the models that have answered (answer is not ``None``)."""
-    mask = np.zeros((len(answers), k), dtype=bool)
-    for i, row in enumerate(answers):
-        if len(row) != k:
-            raise ValueError(f"answers[{i}] has {len(row)} entries; expected one per model ({k})")
-        for j, a in enumerate(row):
-            mask[i, j] = a is not None
-    return mask
-
-
-def _table(value: ArrayLike, name: str, shape: tuple[int, ...] | None = None) -> NDArray[np.float64]:
-    return finite_array(value, name, 2, shape=shape, layout="queries x models")
-
-
-def _rows(queries: Sequence[Any], n_rows: int, name: str) -> NDArray[np.int64]:
-    idx = np.asarray(queries)
-    if idx.ndim != 1 or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
-        raise TypeError(
-            f"{name} takes queries as integer row indices into its tables, got {idx.dtype}"
-        )
-    if idx.size and (idx.min() < 0 or idx.max() >= n_rows):
-        raise ValueError(f"{name}: query row index out of range 0..{n_rows - 1}")
-    return idx.astype(np.int64)
+def _table(
+    value: ArrayLike,
+    name: str,
+    shape: tuple[int, ...] | None = None,
+    nonnegative: bool = False,
+) -> NDArray[np.float64]:
+    return float_array(
+        value, name, 2, shape=shape, layout="queries x models", nonnegative=nonnegative
+    )
 
 
 class TwoPhaseQuality:
@@ -109,20 +101,19 @@ class TwoPhaseQuality:
             self.ante_var: NDArray[np.float64] | None = None
             self.post_var: NDArray[np.float64] | None = None
         else:
-            self.ante_var = _table(ante_var, "ante_var", self.ante_mean.shape)
+            shape = self.ante_mean.shape
+            self.ante_var = _table(ante_var, "ante_var", shape, nonnegative=True)
             if post_var is None:
-                self.post_var = np.full(self.ante_mean.shape, RUN_VARIANCE)
+                self.post_var = np.full(shape, RUN_VARIANCE)
             else:
-                self.post_var = _table(post_var, "post_var", self.ante_mean.shape)
-            if np.any(self.ante_var < 0) or np.any(self.post_var < 0):
-                raise ValueError("variances must be non-negative")
+                self.post_var = _table(post_var, "post_var", shape, nonnegative=True)
 
     @property
     def n_models(self) -> int:
         return int(self.ante_mean.shape[1])
 
     def predict(self, queries: Sequence[Any], answers: Sequence[Sequence[Any]]) -> QualityEstimate:
-        rows = _rows(queries, self.ante_mean.shape[0], "TwoPhaseQuality")
+        rows = check_rows(queries, self.ante_mean.shape[0], "queries of TwoPhaseQuality")
         ran = ran_mask(answers, self.n_models)
         mean = np.where(ran, self.post_mean[rows], self.ante_mean[rows])
         if self.ante_var is None or self.post_var is None:
@@ -134,17 +125,17 @@ class TwoPhaseCost:
     """Per-model cost tables: ex-ante estimates until a model has run, then post-hoc ones."""
 
     def __init__(self, ante: ArrayLike, post: ArrayLike) -> None:
-        self.ante = _table(ante, "ante")
-        self.post = _table(post, "post", self.ante.shape)
-        if np.any(self.ante < 0) or np.any(self.post < 0):
-            raise ValueError("costs must be non-negative")
+        self.ante = _table(ante, "ante", nonnegative=True)
+        self.post = _table(post, "post", self.ante.shape, nonnegative=True)
 
     @property
     def n_models(self) -> int:
         return int(self.ante.shape[1])
 
-    def predict(self, queries: Sequence[Any], answers: Sequence[Sequence[Any]]) -> NDArray[np.float64]:
-        rows = _rows(queries, self.ante.shape[0], "TwoPhaseCost")
+    def predict(
+        self, queries: Sequence[Any], answers: Sequence[Sequence[Any]]
+    ) -> NDArray[np.float64]:
+        rows = check_rows(queries, self.ante.shape[0], "queries of TwoPhaseCost")
         ran = ran_mask(answers, self.n_models)
         return np.where(ran, self.post[rows], self.ante[rows])
 
@@ -160,15 +151,13 @@ class ConstantCost:
     """One cost per model for every query (e.g. the mean training cost)."""
 
     def __init__(self, costs: ArrayLike) -> None:
-        arr = np.asarray(costs, dtype=np.float64)
-        if arr.ndim != 1 or arr.size == 0:
-            raise ValueError(f"costs must be a non-empty 1-D array, got shape {arr.shape}")
-        if not np.all(np.isfinite(arr)) or np.any(arr < 0):
-            raise ValueError("costs must be finite and non-negative")
+        arr = float_array(costs, "costs", 1, nonnegative=True, layout="one cost per model")
+        if arr.size == 0:
+            raise ValueError("costs must hold one cost per model, got none")
         self.costs = arr
 
     @classmethod
-    def from_training(cls, cost: ArrayLike) -> "ConstantCost":
+    def from_training(cls, cost: ArrayLike) -> ConstantCost:
         """Mean cost per model over training queries (``cost`` is ``(n, k)``)."""
         table = _table(cost, "cost")
         return cls(table.mean(axis=0))
@@ -177,12 +166,14 @@ class ConstantCost:
     def n_models(self) -> int:
         return int(self.costs.shape[0])
 
-    def predict(self, queries: Sequence[Any], answers: Sequence[Sequence[Any]]) -> NDArray[np.float64]:
+    def predict(
+        self, queries: Sequence[Any], answers: Sequence[Sequence[Any]]
+    ) -> NDArray[np.float64]:
         return np.tile(self.costs, (len(queries), 1))
 
 
 class DefaultUncertainty:
-    """Adds the default uncertainty of ALGORITHM.md §6 to any quality estimator.
+    """Adds the default uncertainty of docs/estimators.md §5 to any quality estimator.
 
     For each set ``R`` of run models, ``Σ_R`` is the covariance over training queries of
     (estimate given ``R``) − (estimate given all models run). It is computed lazily, once per
@@ -205,15 +196,14 @@ class DefaultUncertainty:
         self._final: NDArray[np.float64] | None = None
         self._cache: dict[bytes, NDArray[np.float64]] = {}
 
-    def fit(self, queries: Sequence[Any], answers: Sequence[Sequence[Any]]) -> "DefaultUncertainty":
+    def fit(self, queries: Sequence[Any], answers: Sequence[Sequence[Any]]) -> DefaultUncertainty:
         """Remember training queries with every model's answer."""
         self._queries = list(queries)
         self._answers = [list(row) for row in answers]
         if not self._answers:
             raise ValueError("DefaultUncertainty.fit needs at least one training query")
         k = len(self._answers[0])
-        if ran_mask(self._answers, k).sum() != len(self._answers) * k:
-            raise ValueError("DefaultUncertainty.fit needs every model's answer on every query")
+        check_answers(self._answers, len(self._queries), k, full=True)
         self._final = as_quality_estimate(
             self.estimator.predict(self._queries, self._answers), len(self._queries), k
         ).mean
@@ -221,9 +211,11 @@ class DefaultUncertainty:
         return self
 
     def uncertainty(self, ran: NDArray[np.bool_]) -> NDArray[np.float64]:
-        """``Σ_R`` (``(k, k)``, or ``(k,)`` variances when ``diagonal``) for the run-set ``ran``."""
+        """``Σ_R`` for the run-set ``ran``: ``(k, k)``, or ``(k,)`` variances if ``diagonal``."""
         if self._final is None or self._answers is None or self._queries is None:
-            raise RuntimeError("DefaultUncertainty is not fitted; call fit(queries, answers) first")
+            raise RuntimeError(
+                "DefaultUncertainty is not fitted; call fit(queries, answers) first"
+            )
         key = np.asarray(ran, dtype=bool).tobytes()
         if key not in self._cache:
             partial = [[a if ran[j] else None for j, a in enumerate(row)] for row in self._answers]
@@ -241,7 +233,9 @@ class DefaultUncertainty:
 
     def predict(self, queries: Sequence[Any], answers: Sequence[Sequence[Any]]) -> QualityEstimate:
         if self._final is None:
-            raise RuntimeError("DefaultUncertainty is not fitted; call fit(queries, answers) first")
+            raise RuntimeError(
+                "DefaultUncertainty is not fitted; call fit(queries, answers) first"
+            )
         k = self._final.shape[1]
         mean = as_quality_estimate(self.estimator.predict(queries, answers), len(queries), k).mean
         ran = ran_mask(answers, k)
@@ -257,13 +251,17 @@ class DefaultUncertainty:
         return QualityEstimate(mean, cov=cov)
 
 
-def as_quality_estimate(value: Any, n: int, k: int, source: str = "quality estimator") -> QualityEstimate:
+def as_quality_estimate(
+    value: Any, n: int, k: int, source: str = "quality estimator"
+) -> QualityEstimate:
     """Normalise what a quality estimator returned and check its shapes and values."""
     if isinstance(value, QualityEstimate):
         mean, var, cov = value.mean, value.var, value.cov
     elif isinstance(value, tuple):
         if len(value) != 2:
-            raise ValueError(f"{source} returned a tuple of length {len(value)}; expected (mean, var_or_cov)")
+            raise ValueError(
+                f"{source} returned a tuple of length {len(value)}; expected (mean, var_or_cov)"
+            )
         mean, unc = value
         var = cov = None
         if unc is not None:
@@ -274,7 +272,8 @@ def as_quality_estimate(value: Any, n: int, k: int, source: str = "quality estim
                 cov = unc
             else:
                 raise ValueError(
-                    f"{source} returned uncertainty of shape {unc.shape}; expected (n, k) or (n, k, k)"
+                    f"{source} returned uncertainty of shape {unc.shape}; "
+                    "expected (n, k) or (n, k, k)"
                 )
     else:
         mean, var, cov = value, None, None
@@ -290,19 +289,25 @@ def as_quality_estimate(value: Any, n: int, k: int, source: str = "quality estim
     if var is not None:
         var_f = np.ascontiguousarray(var, dtype=np.float64)
         if var_f.shape != (n, k):
-            raise ValueError(f"{source} returned variances of shape {var_f.shape}; expected {(n, k)}")
+            raise ValueError(
+                f"{source} returned variances of shape {var_f.shape}; expected {(n, k)}"
+            )
         if not all_within(var_f, 0.0, MAX_MAGNITUDE):
             raise ValueError(f"{source} returned negative, NaN, infinite or huge variances")
     if cov is not None:
         cov_f = np.ascontiguousarray(cov, dtype=np.float64)
         if cov_f.shape != (n, k, k):
-            raise ValueError(f"{source} returned covariances of shape {cov_f.shape}; expected {(n, k, k)}")
+            raise ValueError(
+                f"{source} returned covariances of shape {cov_f.shape}; expected {(n, k, k)}"
+            )
         if not all_within(cov_f, -MAX_MAGNITUDE, MAX_MAGNITUDE):
             raise ValueError(f"{source} returned NaN, infinite or huge covariances")
     return QualityEstimate(mean_f, var_f, cov_f)
 
 
-def as_cost_estimate(value: Any, n: int, k: int, source: str = "cost estimator") -> NDArray[np.float64]:
+def as_cost_estimate(
+    value: Any, n: int, k: int, source: str = "cost estimator"
+) -> NDArray[np.float64]:
     """Normalise what a cost estimator returned and check its shape and values."""
     arr = np.asarray(value)
     if arr.dtype.kind not in "biuf":

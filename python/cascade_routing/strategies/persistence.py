@@ -1,0 +1,379 @@
+"""The policy file: writing a fitted strategy as versioned JSON and loading it back strictly.
+
+The format and every rule the loader enforces are in docs/policy-format.md. The loader never
+trusts the file: it refuses files over :data:`MAX_POLICY_BYTES` before reading them, parses
+with NaN, infinities and duplicate keys rejected, checks every field's exact JSON type, length
+and range, binds the policy to the caller's models, and lets only ``ValueError`` out for a bad
+file (``FileNotFoundError`` for a missing one). Any strategy class is rebuilt the same way, as
+``cls(quality_estimator, cost_estimator, models, order=..., **settings)``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .._version import __version__
+from ..validation import (
+    check_bounds,
+    check_model_names,
+    check_number,
+    is_int,
+)
+
+if TYPE_CHECKING:
+    from .base import Strategy
+
+SCHEMA_VERSION = 1
+POLICY_FORMAT = "cascade-routing-policy"
+#: Largest policy file :func:`load_policy` reads (1 MiB; a policy for 64 models with
+#: per-step multipliers is about 10 KB). Larger files are refused before they are read.
+MAX_POLICY_BYTES = 1 << 20
+
+#: The fields of a policy file (docs/policy-format.md §3): all required, no others.
+FIELDS = (
+    "format",
+    "schema_version",
+    "package_version",
+    "strategy",
+    "models",
+    "order",
+    "settings",
+    "lambdas",
+    "lambdas_expensive",
+    "gamma",
+    "fit_info",
+)
+#: Settings added after the first files of schema 1 were written: they may be absent (the
+#: constructor's default applies).
+OPTIONAL_SETTINGS = frozenset({"max_work"})
+
+#: Strategy classes by name, filled in as they are defined (``Strategy.__init_subclass__``).
+STRATEGIES: dict[str, type[Strategy]] = {}
+
+
+def register(cls: type[Strategy]) -> None:
+    """Make ``cls`` loadable under its class name."""
+    STRATEGIES[cls.__name__] = cls
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        f = float(value)
+        return f if math.isfinite(f) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def to_dict(strategy: Strategy) -> dict[str, Any]:
+    """The policy of a fitted strategy as plain data (docs/policy-format.md §3)."""
+    lam, alt = strategy._check_fitted()
+    return {
+        "format": POLICY_FORMAT,
+        "schema_version": SCHEMA_VERSION,
+        "package_version": __version__,
+        "strategy": type(strategy).__name__,
+        "models": list(strategy.models),
+        "order": list(strategy.model_order),
+        "settings": strategy.settings(),
+        "lambdas": lam.tolist(),
+        "lambdas_expensive": alt.tolist(),
+        "gamma": strategy.gamma_,
+        "fit_info": _jsonable(strategy.fit_info_),
+    }
+
+
+def save(strategy: Strategy, path: str | Path) -> None:
+    """Write the policy atomically: ``<path>.tmp`` first, then renamed over ``path``."""
+    data = to_dict(strategy)
+    target = Path(path)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, allow_nan=False))
+    tmp.replace(target)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+class _Corrupt(ValueError):
+    """A field of the file breaks a rule (the message names the field)."""
+
+
+def _reject_constant(token: str) -> Any:
+    raise _Corrupt(f"the JSON token {token} is not allowed (numbers must be finite)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Corrupt(f"the number {text[:40]} is too large for a float")
+    return value
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _Corrupt(f"the key {key[:40]!r} appears twice in one object")
+        out[key] = value
+    return out
+
+
+def _read(p: Path) -> Any:
+    size = os.stat(p).st_size  # FileNotFoundError stays as it is
+    if size > MAX_POLICY_BYTES:
+        raise ValueError(
+            f"{p} is {size:,} bytes; a policy file is at most {MAX_POLICY_BYTES:,} bytes "
+            "(MAX_POLICY_BYTES), so this is not one"
+        )
+    try:
+        with open(p, "rb") as f:
+            raw = f.read(MAX_POLICY_BYTES + 1)  # the file may have grown since stat
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise ValueError(f"{p} is not a readable policy file: {exc}") from exc
+    if len(raw) > MAX_POLICY_BYTES:
+        raise ValueError(f"{p} is over {MAX_POLICY_BYTES:,} bytes; not a policy file")
+    try:
+        return json.loads(
+            raw.decode("utf-8"),
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+            object_pairs_hook=_no_duplicates,
+        )
+    except RecursionError:
+        raise ValueError(f"{p} is not a readable policy file: nested too deeply") from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"{p} is not a readable policy file: {exc}") from None
+
+
+def _type_name(value: Any) -> str:
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+        dict: "an object",
+    }.get(type(value), "null")
+
+
+def _want(ok: bool, field: str, what: str, value: Any) -> None:
+    if not ok:
+        raise _Corrupt(f"{field} must be {what}, got {_type_name(value)}")
+
+
+def _json_int(value: Any, field: str, low: int | None = None, high: int | None = None) -> int:
+    _want(type(value) is int, field, "an integer", value)
+    if (low is not None and value < low) or (high is not None and value > high):
+        rng = f">= {low}" if high is None else f"between {low} and {high}"
+        raise _Corrupt(f"{field} must be {rng}, got {value}")
+    return int(value)
+
+
+def _json_number(value: Any, field: str) -> float:
+    _want(type(value) in (int, float), field, "a number", value)
+    return check_number(value, field)
+
+
+def _json_strings(value: Any, field: str) -> list[str]:
+    _want(type(value) is list, field, "an array of model names", value)
+    for i, v in enumerate(value):
+        _want(type(v) is str, f"{field}[{i}]", "a string", v)
+    return list(value)
+
+
+def _setting_bounds(value: Any, field: str) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    _want(type(value) is list, field, "null or an array [lower, upper]", value)
+    if len(value) != 2:
+        raise _Corrupt(f"{field} must have two entries [lower, upper], got {len(value)}")
+    sides = []
+    for side, v, inf in zip(("lower", "upper"), value, (-math.inf, math.inf)):
+        sides.append(inf if v is None else _json_number(v, f"{field} {side}"))
+    lower, upper = check_bounds(tuple(sides), field)
+    return lower, upper
+
+
+def _setting(name: str, value: Any) -> Any:
+    """The JSON value of one setting, with its exact type checked (the range is the
+    constructor's to check)."""
+    field = f"settings.{name}"
+    if name in ("force_order", "prefixes_only"):
+        _want(type(value) is bool, field, "true or false", value)
+        return value
+    if name in ("max_depth", "rounding_digits"):
+        return None if value is None else _json_int(value, field)
+    if name in ("n_samples", "sample_seed", "seed", "max_work"):
+        return _json_int(value, field)
+    if name == "quality_bounds":
+        return _setting_bounds(value, field)
+    raise _Corrupt(f"{field} is not a setting this package knows")
+
+
+def _lambdas(value: Any, field: str) -> list[float]:
+    _want(type(value) is list, field, "an array of numbers", value)
+    if not value:
+        raise _Corrupt(f"{field} must hold at least one multiplier")
+    return [_json_number(v, f"{field}[{i}]") for i, v in enumerate(value[:65])]
+
+
+def _bound_models(saved: tuple[str, ...], models: Any, estimators: tuple[Any, Any]) -> None:
+    """Refuse a policy for other models than the caller's (docs/policy-format.md §8.11)."""
+    if models is not None:
+        given = check_model_names(models)
+        if given != saved:
+            raise ValueError(f"was fitted for models {list(saved)}, not {list(given)}")
+    for role, est in zip(("quality_estimator", "cost_estimator"), estimators):
+        names = getattr(est, "models", None)
+        if names is not None and models is None:
+            try:
+                known = tuple(names)
+            except TypeError:
+                continue
+            if known != saved:
+                raise ValueError(
+                    f"was fitted for models {list(saved)}, but the {role} is for "
+                    f"{list(known)}; pass the estimators of those models, in that order"
+                )
+        n = getattr(est, "n_models", None)
+        if is_int(n) and n != len(saved):
+            raise ValueError(
+                f"was fitted for {len(saved)} models, but the {role} has {n}; pass the "
+                "estimators of the policy's models"
+            )
+
+
+def _check_content(
+    data: Any, expected: type[Strategy] | None
+) -> tuple[type[Strategy], dict[str, Any]]:
+    """The strategy class and constructor arguments of a parsed policy (ValueError if bad)."""
+    if not isinstance(data, dict) or data.get("format") != POLICY_FORMAT:
+        raise ValueError("is not a cascade-routing policy (missing format marker)")
+    version = data.get("schema_version")
+    if type(version) is not int or version != SCHEMA_VERSION:
+        raise ValueError(
+            f"has policy schema version {version!r}; this cascade-routing reads version "
+            f"{SCHEMA_VERSION}. Refit and save the policy with this version."
+        )
+    missing = [f for f in FIELDS if f not in data]
+    unknown = [str(f)[:40] for f in data if f not in FIELDS]
+    if missing or unknown:
+        raise _Corrupt(f"has missing fields {missing} or unknown fields {unknown[:5]}")
+    version_text = data["package_version"]
+    _want(type(version_text) is str, "package_version", "a string", version_text)
+    name = data["strategy"]
+    _want(type(name) is str, "strategy", "a string", name)
+    if name not in STRATEGIES:
+        raise _Corrupt(f"strategy {name[:40]!r} is not one of {sorted(STRATEGIES)}")
+    cls = STRATEGIES[name]
+    if expected is not None and cls is not expected:
+        raise ValueError(f"holds a {cls.__name__} policy, not a {expected.__name__}")
+    models = check_model_names(_json_strings(data["models"], "models"))
+    order = _json_strings(data["order"], "order")
+    if sorted(order) != sorted(models):
+        raise _Corrupt("order must list every model of models exactly once")
+    settings = data["settings"]
+    _want(type(settings) is dict, "settings", "an object", settings)
+    known = cls.setting_names()
+    extra = [str(s)[:40] for s in settings if s not in known]
+    absent = [s for s in known if s not in settings and s not in OPTIONAL_SETTINGS]
+    if extra or absent:
+        raise _Corrupt(
+            f"settings of a {name} must have the keys {list(known)}; unknown {extra[:5]}, "
+            f"missing {absent}"
+        )
+    kwargs = {key: _setting(key, value) for key, value in settings.items()}
+    lam = _lambdas(data["lambdas"], "lambdas")
+    lam_e = _lambdas(data["lambdas_expensive"], "lambdas_expensive")
+    if len(data["lambdas"]) > len(models) or len(data["lambdas_expensive"]) != len(lam):
+        raise _Corrupt(
+            f"lambdas and lambdas_expensive must have the same length, 1 to {len(models)}"
+        )
+    gamma = _json_number(data["gamma"], "gamma")
+    _want(type(data["fit_info"]) is dict, "fit_info", "an object", data["fit_info"])
+    return cls, {
+        "models": models,
+        "order": order,
+        "settings": kwargs,
+        "lambdas": lam,
+        "lambdas_expensive": lam_e,
+        "gamma": gamma,
+        "fit_info": dict(data["fit_info"]),
+    }
+
+
+def load_policy(
+    path: str | Path,
+    quality_estimator: Any,
+    cost_estimator: Any,
+    *,
+    models: Sequence[str] | None = None,
+    expected: type[Strategy] | None = None,
+) -> Strategy:
+    """Read a policy JSON written by :meth:`Strategy.save` and attach the estimators.
+
+    The policy is bound to its models: ``models`` (or, if not given, the estimators'
+    ``models`` attribute when they have one) must equal the saved names in order, and
+    estimators with ``n_models`` must have as many. With ``expected``, the file must hold
+    that class. Every rule is in docs/policy-format.md §8; a file that breaks one raises
+    ``ValueError`` naming the file and the field, a missing file ``FileNotFoundError``, and
+    estimators without ``predict`` ``TypeError``.
+    """
+    for role, est in (
+        ("quality_estimator", quality_estimator),
+        ("cost_estimator", cost_estimator),
+    ):
+        if not callable(getattr(est, "predict", None)):
+            raise TypeError(f"{role} must have a predict(queries, answers) method")
+    p = Path(path)
+    data = _read(p)
+    try:
+        cls, parts = _check_content(data, expected)
+        _bound_models(parts["models"], models, (quality_estimator, cost_estimator))
+        strat = cls(
+            quality_estimator,
+            cost_estimator,
+            parts["models"],
+            order=parts["order"],
+            **parts["settings"],
+        )
+        strat.set_lambdas(
+            parts["lambdas"], lambdas_expensive=parts["lambdas_expensive"], gamma=parts["gamma"]
+        )
+    except _Corrupt as exc:
+        raise ValueError(f"{p} is a corrupted policy file: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        text = str(exc)
+        if text.startswith(("is not", "has policy", "holds a", "was fitted")):
+            raise ValueError(f"{p} {text}") from None
+        raise ValueError(f"{p} is a corrupted policy file: {text}") from None
+    strat.fit_info_ = parts["fit_info"]
+    return strat
+
+
+__all__ = [
+    "MAX_POLICY_BYTES",
+    "POLICY_FORMAT",
+    "SCHEMA_VERSION",
+    "STRATEGIES",
+    "load_policy",
+    "save",
+    "to_dict",
+]
