@@ -381,7 +381,7 @@ class OpenAIUpstreams:
 
     def _async_client(self, up: _Upstream) -> httpx.AsyncClient:
         if up.async_client is None:
-            limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+            limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)
             up.async_client = httpx.AsyncClient(base_url=up.cfg.base_url, limits=limits,
                                                 transport=self._async_transport,
                                                 headers=dict(up.cfg.headers))
