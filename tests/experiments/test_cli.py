@@ -208,3 +208,133 @@ def test_evaluate_random_split_and_split_errors(tmp_path, capsys) -> None:
         == 0
     )
     assert "20 train / 20 test" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- user mistakes
+
+
+def _write_wide(folder: Path, models, quality, cost, encoding="utf-8", sample="s") -> Path:
+    """A RouterBench-layout folder (quality.csv + cost_usd.csv) from (n, k) tables."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, table in (("quality.csv", quality), ("cost_usd.csv", cost)):
+        lines = ["rb_row,sample_id,eval_name," + ",".join(models)]
+        lines += [
+            f"{i},{sample}.{i},arc," + ",".join(repr(float(v)) for v in row)
+            for i, row in enumerate(table)
+        ]
+        (folder / name).write_bytes(("\n".join(lines) + "\n").encode(encoding))
+    return folder
+
+
+def _tables(n: int, k: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    quality = rng.integers(0, 2, (n, k))
+    cost = rng.uniform(0.1, 1.0, (n, k)) * np.arange(1, k + 1)
+    return quality, cost
+
+
+def _mistake(case: str, tmp_path: Path) -> tuple[list[str], str]:
+    """The arguments of one user mistake and the text its message must name."""
+    if case == "equal costs":
+        quality, _ = _tables(40, 2)
+        folder = _write_wide(tmp_path / "equal", ["a", "b"], quality, np.full((40, 2), 0.5))
+        return ["evaluate", str(folder)], "same mean test cost"
+    if case == "single model":
+        quality, cost = _tables(40, 1)
+        folder = _write_wide(tmp_path / "single", ["a"], quality, cost)
+        return ["evaluate", str(folder)], "at least 2"
+    if case == "max depth 0":
+        return ["evaluate", "--max-depth", "0"], "--max-depth"
+    if case == "65-model pool":
+        models = [f"m{j}" for j in range(65)]
+        folder = _write_wide(tmp_path / "wide", models, *_tables(20, 65))
+        return ["evaluate", str(folder), "--pool", ",".join(models)], "--pool"
+    if case == "latin-1 csv":
+        folder = _write_wide(tmp_path / "latin", ["a", "b"], *_tables(20, 2), "latin-1", "café")
+        return ["evaluate", str(folder)], str(folder / "quality.csv")
+    if case == "missing file":
+        folder = _write_wide(tmp_path / "partial", ["a", "b"], *_tables(20, 2))
+        (folder / "cost_usd.csv").unlink()
+        return ["evaluate", str(folder)], str(folder / "cost_usd.csv")
+    if case == "missing folder":
+        return ["evaluate", str(tmp_path / "nowhere")], str(tmp_path / "nowhere")
+    if case == "bootstrap 1":
+        return ["evaluate", "--bootstrap", "1"], "--bootstrap"
+    if case == "negative threads":
+        return ["reproduce", "--threads", "-1"], "--threads"
+    if case == "test size 1":
+        return ["evaluate", "--split", "random", "--test-size", "1"], "--test-size"
+    raise AssertionError(case)
+
+
+MISTAKES = [
+    "equal costs",
+    "single model",
+    "max depth 0",
+    "65-model pool",
+    "latin-1 csv",
+    "missing file",
+    "missing folder",
+    "bootstrap 1",
+    "negative threads",
+    "test size 1",
+]
+
+
+@pytest.mark.parametrize("case", MISTAKES)
+def test_user_mistakes_give_one_line_naming_the_flag_or_file(case, tmp_path, capsys) -> None:
+    argv, named = _mistake(case, tmp_path)
+    code = main([*argv, "--out", str(tmp_path / "out"), "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 2, captured.err
+    err = captured.err.strip()
+    assert "\n" not in err, err
+    assert err.startswith("cascade-routing") and "error:" in err
+    assert named in err
+    assert "Traceback" not in err and captured.out == ""
+
+
+@pytest.mark.parametrize("case", ["max depth 0", "latin-1 csv", "65-model pool"])
+def test_user_mistakes_exit_2_from_the_installed_entry_point(case, tmp_path) -> None:
+    argv, named = _mistake(case, tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "cascade_routing", *argv, "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and named in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_help_and_version_exit_0(capsys) -> None:
+    assert main(["--version"]) == 0
+    assert "cascade-routing" in capsys.readouterr().out
+    assert main(["evaluate", "--help"]) == 0
+    assert "--bootstrap" in capsys.readouterr().out
+
+
+def test_bootstrap_0_switches_the_intervals_off(tmp_path, capsys) -> None:
+    common = ["evaluate", "--strategies", "routing", "--pool", "3", "--no-progress"]
+    assert main([*common, "--bootstrap", "0", "--out", str(tmp_path / "a")]) == 0
+    text = capsys.readouterr().out
+    assert "bootstrap CI" not in text and "[" not in text
+    data = json.loads((tmp_path / "a" / "routerbench.json").read_text())
+    assert data["strategies"]["routing"]["ci"] is None and data["settings"]["n_boot"] == 0
+    assert main([*common, "--bootstrap", "20", "--out", str(tmp_path / "b")]) == 0
+    with_ci = json.loads((tmp_path / "b" / "routerbench.json").read_text())
+    low, high = with_ci["strategies"]["routing"]["ci"]
+    # The point estimate does not depend on the bootstrap.
+    assert data["strategies"]["routing"]["auc"] == with_ci["strategies"]["routing"]["auc"]
+    assert low <= with_ci["strategies"]["routing"]["auc"] <= high
+
+
+def test_progress_is_shown_when_asked_and_not_off_a_terminal(tmp_path, capsys) -> None:
+    folder = _write_wide(tmp_path / "rb", ["a", "b"], *_tables(200, 2))
+    argv = ["evaluate", str(folder), "--strategies", "routing", "--bootstrap", "0"]
+    assert main([*argv, "--out", str(tmp_path / "o1")]) == 0  # stderr is not a terminal here
+    assert "reading quality.csv" not in capsys.readouterr().err
+    assert main([*argv, "--out", str(tmp_path / "o2"), "--progress"]) == 0
+    err = capsys.readouterr().err
+    assert "reading quality.csv" in err and "reading cost_usd.csv" in err and "fitting" in err

@@ -216,13 +216,13 @@ def _check_evaluable(data: Dataset, test: NDArray[np.int64], where: str) -> None
     """Refuse, before any fit, data on which the cost–quality curve is undefined."""
     if data.n_models < 2:
         raise UsageError(
-            f"{where} has {data.n_models} model; routing and cascading need at least 2 "
+            f"{where}: only {data.n_models} model; routing and cascading need at least 2 "
             "(choose them with --pool)"
         )
     if data.n_models > MAX_MODELS:
         raise UsageError(
-            f"{where} has {data.n_models} models; at most {MAX_MODELS} are supported: choose "
-            "some with --pool"
+            f"{where}: {data.n_models} models; at most {MAX_MODELS} are supported (choose "
+            "some with --pool)"
         )
     mean_cost = data.cost[test].mean(axis=0)
     if not mean_cost.max() > mean_cost.min():
@@ -254,11 +254,10 @@ def prepare(
     """
     if noise not in NOISE_LEVELS:
         raise UsageError(f"--noise: unknown level {noise!r}; use {', '.join(NOISE_LEVELS)}")
-    data = (
-        dataset
-        if isinstance(dataset, Dataset)
-        else load_data(dataset, benchmarks, progress=progress)
-    )
+    if isinstance(dataset, Dataset):
+        data, dataset_label = dataset, f"dataset {dataset.name!r}"
+    else:
+        data, dataset_label = load_data(dataset, benchmarks, progress=progress), str(dataset)
     if split not in ("auto", "source", "random"):
         raise UsageError(f"--split must be auto, source or random, got {split!r}")
     with _user_errors():
@@ -277,7 +276,8 @@ def prepare(
             chosen = _spread_pool(data, train, SPREAD_POOL_SIZE)
         if chosen is not None:
             data = data.select_models(chosen)
-        _check_evaluable(data, test, "--pool" if pool is not None else f"dataset {data.name!r}")
+        where = "--pool" if pool is not None else f"{dataset_label}"
+        _check_evaluable(data, test, where)
         kind = data.estimator_kind
         if kind in ESTIMATORS:
             tables = ESTIMATORS[kind].build(data, train, seed=seed)

@@ -31,7 +31,11 @@ from .tables import TwoPhaseTables
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["confidence_estimates", "swebench_estimates"]
+__all__ = ["MAX_GROUP_FEATURES", "confidence_estimates", "swebench_estimates"]
+
+#: Most groups that get their own one-hot feature and confidence slope in
+#: :func:`confidence_estimates`.
+MAX_GROUP_FEATURES = 64
 
 
 def _train_rows(rows: ArrayLike, n: int) -> NDArray[np.int64]:
@@ -100,13 +104,26 @@ def _groups_in_training(
 
 
 def _group_one_hot(dataset: Dataset, train: NDArray[np.int64]) -> list[NDArray[np.float64]]:
-    """One column per group seen in training (unseen groups: all zero); none for one group."""
+    """One column per group seen in training (unseen groups: all zero).
+
+    None for a single group, and none beyond :data:`MAX_GROUP_FEATURES` groups: a group is
+    then nearly one query, and the columns would grow with the square of the rows.
+    """
     if dataset.groups is None:
         return []
-    levels = np.unique(dataset.groups[train])
-    if levels.size < 2:
+    _, codes = np.unique(dataset.groups, return_inverse=True)
+    codes = codes.reshape(-1)
+    seen = np.unique(codes[train])
+    if seen.size < 2:
         return []
-    return [(dataset.groups == g).astype(np.float64) for g in levels]
+    if seen.size > MAX_GROUP_FEATURES:
+        logger.info(
+            "%d groups in training, more than %d: no per-group features",
+            seen.size,
+            MAX_GROUP_FEATURES,
+        )
+        return []
+    return [(codes == c).astype(np.float64) for c in seen]
 
 
 def _ex_ante_features(dataset: Dataset, train: NDArray[np.int64]) -> NDArray[np.float64]:
@@ -268,9 +285,20 @@ def swebench_estimates(
     overall = y[train].mean(axis=0)
     ante = np.broadcast_to(overall, (n, k)).copy()
     if dataset.groups is not None:
-        for in_train, rows in _groups_in_training(dataset.groups, train):
-            resolved = y[in_train].sum(axis=0) + prior_strength * overall
-            ante[rows] = resolved / (in_train.size + prior_strength)
+        # Per-group sums in one pass over the training rows (in their order).
+        _, codes = np.unique(dataset.groups, return_inverse=True)
+        codes = codes.reshape(-1)
+        n_groups = int(codes.max()) + 1
+        counts = np.bincount(codes[train], minlength=n_groups)
+        resolved = np.zeros((n_groups, k))
+        np.add.at(resolved, codes[train], y[train])
+        in_training = counts > 0
+        rate = np.zeros((n_groups, k))
+        rate[in_training] = (resolved[in_training] + prior_strength * overall) / (
+            counts[in_training, None] + prior_strength
+        )
+        seen = in_training[codes]
+        ante[seen] = rate[codes[seen]]
     post = y.copy()
     ante_var = _not_run_variance(ante, post, train)
     post_var = np.full((n, k), RUN_VARIANCE)

@@ -107,8 +107,8 @@ def read_csv(path: Path, required: Sequence[str] = ()) -> pd.DataFrame:
         ) from exc
     except UnicodeDecodeError as exc:
         raise ValueError(
-            f"{path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
-            f"{exc.start}); save it as UTF-8, e.g. iconv -f latin1 -t utf-8"
+            f"{path} is not UTF-8 text (it holds the byte {exc.object[exc.start]:#04x}); save "
+            "it as UTF-8, e.g. iconv -f latin1 -t utf-8"
         ) from None
     except pd.errors.ParserError as exc:
         raise ValueError(f"{path} is not a well-formed CSV file: {exc}") from None
@@ -175,10 +175,11 @@ def check_unique_keys(frame: pd.DataFrame, keys: Sequence[str], file: str) -> No
 def aligned(
     left: pd.DataFrame, right: pd.DataFrame, key: str, files: tuple[str, str]
 ) -> pd.DataFrame:
-    """``right`` reordered to ``left``'s key order; both must have the same keys."""
-    if set(left[key]) != set(right[key]) or len(left) != len(right):
+    """``right`` reordered to ``left``'s key order; both must have the same (unique) keys."""
+    where = pd.Index(right[key]).get_indexer(left[key]) if len(left) == len(right) else None
+    if where is None or (where < 0).any():
         raise ValueError(f"{files[0]} and {files[1]} must list the same {key} values")
-    return right.set_index(key).loc[left[key].to_numpy()].reset_index()
+    return right.iloc[where].reset_index(drop=True)
 
 
 def wide_tables(

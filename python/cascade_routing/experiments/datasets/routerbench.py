@@ -19,8 +19,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["FILES", "SOURCE", "load_routerbench"]
 
-#: The files that make a folder a RouterBench folder.
-FILES = ("quality.csv", "cost_usd.csv")
+#: The file that makes a folder a RouterBench folder (``cost_usd.csv`` must sit beside it;
+#: the loader names it when it is missing).
+FILES = ("quality.csv",)
 
 SOURCE = (
     "RouterBench rows (Hu et al. 2024, withmartian/routerbench) for ARC-Challenge, MBPP and "
