@@ -38,7 +38,7 @@ import pytest
 
 pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
-import httpx  # noqa: E402
+import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 RATE = float(os.environ.get("CASCADE_BENCH_RATE", "50"))

@@ -47,7 +47,7 @@ class ServerThread:
     def url(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
 
-    def __enter__(self) -> "ServerThread":
+    def __enter__(self) -> ServerThread:
         self.thread.start()
         deadline = time.monotonic() + 10
         while not self.server.started:
@@ -91,7 +91,7 @@ class FakeUpstream:
         assert self.server is not None
         return self.server.url + "/v1"
 
-    def __enter__(self) -> "FakeUpstream":
+    def __enter__(self) -> FakeUpstream:
         self.server = ServerThread(self.app).__enter__()
         return self
 

@@ -29,9 +29,10 @@ import logging
 import math
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -156,8 +157,10 @@ class TenantBudgets:
             if data.get("format") != STATE_FORMAT or data.get("version") != STATE_VERSION:
                 raise ValueError("not a budget state file of this version")
             tenants = dict(data["tenants"])
-            for name, st in tenants.items():
-                ControllerState(**st)  # checks the fields
+            for st in tenants.values():
+                values = asdict(ControllerState(**st)).values()  # checks the field names
+                if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+                    raise ValueError("a controller state holds a non-finite or non-number value")
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ValueError(
                 f"{self.state_file} is not a readable budget state file ({exc}); move it away "

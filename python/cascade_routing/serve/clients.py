@@ -32,8 +32,9 @@ import math
 import random
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import httpx
 
@@ -341,13 +342,13 @@ class OpenAIUpstreams:
                 up.async_client = None
         self.close()
 
-    def __enter__(self) -> "OpenAIUpstreams":
+    def __enter__(self) -> OpenAIUpstreams:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    async def __aenter__(self) -> "OpenAIUpstreams":
+    async def __aenter__(self) -> OpenAIUpstreams:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:

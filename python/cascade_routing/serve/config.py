@@ -35,9 +35,10 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 __all__ = [
     "BreakerConfig",
@@ -267,7 +268,7 @@ class _Section:
             raise ConfigError(f"{self.where}.{key} must be true or false, got {value!r}")
         return value
 
-    def section(self, key: str) -> "_Section":
+    def section(self, key: str) -> _Section:
         return _Section(self._get(key, None), f"{self.where}.{key}")
 
     def done(self) -> None:
@@ -295,7 +296,8 @@ def _upstream(name: str, data: Any, where: str, environ: Mapping[str, str]) -> U
     s = _Section(data, where)
     base_url = s.string("base_url")
     if not base_url.startswith(("http://", "https://")):
-        raise ConfigError(f"{where}.base_url must start with http:// or https://, got {base_url!r}")
+        raise ConfigError(
+            f"{where}.base_url must start with http:// or https://, got {base_url!r}")
     env = s.string("api_key_env", None, optional=True)
     headers = s._get("headers", {}) or {}
     if not isinstance(headers, Mapping) or not all(

@@ -30,7 +30,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..estimators import TwoPhaseCost, TwoPhaseQuality
-from ..strategies import CascadeRouter, Strategy
+from ..strategies import CascadeRouter
 from .budget import BudgetController
 
 __all__ = ["DriftReport", "run_drift_simulation"]
@@ -96,7 +96,8 @@ def run_drift_simulation(*, n_queries: int = 20_000, warmup: int = 2_000, window
     quality, cost = quality[complete], cost[complete]
     n_rows, k = quality.shape
     ev = np.array(evals)[complete]
-    train_mask = rng.random(n_rows) < 0.3
+    train_mask: NDArray[np.bool_] = np.asarray(rng.random(n_rows) < 0.3, dtype=np.bool_)
+    test_mask: NDArray[np.bool_] = np.logical_not(train_mask)
     acc = {e: quality[train_mask & (ev == e)].mean(axis=0) for e in MIX_BEFORE}
 
     def draw(n: int, mix: dict[str, float], pool: NDArray[np.bool_]) -> NDArray[np.int64]:
@@ -112,8 +113,8 @@ def run_drift_simulation(*, n_queries: int = 20_000, warmup: int = 2_000, window
     half = n_queries // 2
     rows = np.concatenate([
         draw(n_train, MIX_BEFORE, train_mask),
-        draw(half, MIX_BEFORE, ~train_mask),
-        draw(n_queries - half, MIX_AFTER, ~train_mask),
+        draw(half, MIX_BEFORE, test_mask),
+        draw(n_queries - half, MIX_AFTER, test_mask),
     ])
     factor = np.ones(rows.shape[0])
     factor[n_train + half:] = length_factor
@@ -134,8 +135,10 @@ def run_drift_simulation(*, n_queries: int = 20_000, warmup: int = 2_000, window
 
     stream = np.arange(n_train, rows.shape[0])
 
-    def replay(idx: NDArray[np.int64], scale: float) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-        router.set_lambdas(base_c * scale, lambdas_expensive=base_e * scale, gamma=gamma)
+    def replay(idx: NDArray[np.int64], scale: float
+               ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        router.set_lambdas((base_c * scale).tolist(), lambdas_expensive=(base_e * scale).tolist(),
+                           gamma=gamma)
         res = router.replay(idx, placeholder[: idx.shape[0]], true_q[idx], true_c[idx])
         return res.cost, res.quality
 
@@ -182,7 +185,7 @@ def run_drift_simulation(*, n_queries: int = 20_000, warmup: int = 2_000, window
     report.quality["static_within_budget"] = float(best[1].mean())
     report.mean_cost["static_within_budget"] = float(best[0].mean())
     report.static_lambda = math.exp(best[2])
-    router.set_lambdas(base_c, lambdas_expensive=base_e, gamma=gamma)
+    router.set_lambdas(base_c.tolist(), lambdas_expensive=base_e.tolist(), gamma=gamma)
     return report
 
 

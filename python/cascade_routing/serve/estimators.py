@@ -24,7 +24,8 @@ run). A learned estimator with the same protocol can replace either one.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -59,7 +60,7 @@ class ConfidencePriorQuality:
         self.post_var = float(post_sd) ** 2
 
     def predict(self, queries: Sequence[Any], answers: Sequence[Sequence[Any]]) -> QualityEstimate:
-        n, k = len(queries), self.priors.shape[0]
+        n = len(queries)
         mean = np.tile(self.priors, (n, 1))
         var = np.tile(self.prior_var, (n, 1))
         for i, row in enumerate(answers):

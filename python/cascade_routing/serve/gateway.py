@@ -38,9 +38,10 @@ import threading
 import time
 import uuid
 from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Mapping
+from typing import Any
 
 import numpy as np
 from starlette.applications import Starlette
@@ -193,9 +194,13 @@ class Gateway:
             self.strategies[tenant] = strat
         any_strategy = self.strategies[DEFAULT_TENANT]
         self.kind = type(any_strategy).__name__
-        self._base = {t: (s.lambdas_.copy(), None if s.lambdas_expensive_ is None
-                          else s.lambdas_expensive_.copy(), s.gamma_)
-                      for t, s in self.strategies.items()}  # type: ignore[union-attr]
+        self._base: dict[str, tuple[list[float], list[float] | None, float]] = {}
+        for tname, strat in self.strategies.items():
+            if strat.lambdas_ is None:
+                raise ConfigError(f"the policy {policy} holds no multipliers")
+            alt = strat.lambdas_expensive_
+            self._base[tname] = (strat.lambdas_.tolist(), None if alt is None else alt.tolist(),
+                             strat.gamma_)
         if isinstance(any_strategy, ThresholdCascade) and budgets:
             raise ConfigError("budget control scales the multipliers λ of a cost trade-off; a "
                               "ThresholdCascade's λ are thresholds: serve it without "
@@ -222,7 +227,9 @@ class Gateway:
         scale = self.budgets.controller(tenant).scale
         lam, lam_e, gamma = self._base[tenant]
         self.strategies[tenant].set_lambdas(
-            lam * scale, lambdas_expensive=None if lam_e is None else lam_e * scale, gamma=gamma)
+            [x * scale for x in lam],
+            lambdas_expensive=None if lam_e is None else [x * scale for x in lam_e],
+            gamma=gamma)
 
     def _publish_lambda(self, tenant: str) -> None:
         strat = self.strategies[tenant]
@@ -349,7 +356,8 @@ class Gateway:
         params = {k: v for k, v in data.items() if k not in ("messages", "model", "stream",
                                                               "stream_options")}
         try:
-            query = ChatQuery(data.get("messages"), request_id=request_id, params=params,
+            query = ChatQuery(data.get("messages"),  # type: ignore[arg-type]  # checked there
+                              request_id=request_id, params=params,
                               tenant=tenant)
         except (TypeError, ValueError) as exc:
             return _error(400, "invalid_request_error", f"messages: {exc}")
@@ -578,7 +586,8 @@ class Gateway:
                                            self.config.server.call_timeout)
         except (UpstreamError, CostCapError, asyncio.TimeoutError):
             return None
-        return value[0] if isinstance(value, tuple) else value
+        answer = value[0] if isinstance(value, tuple) else value
+        return answer if isinstance(answer, ServedAnswer) else None
 
     def _best_so_far(self, query: ChatQuery, record: _Record) -> ServedAnswer:
         names = list(record.answers)

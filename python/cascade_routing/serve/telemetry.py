@@ -31,8 +31,10 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -40,7 +42,6 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 
 __all__ = ["CONTENT_TYPE", "Savings", "Telemetry", "request_span"]
 
