@@ -1,0 +1,198 @@
+#!/usr/bin/env python3
+"""Coverage-guided fuzzing of the compiled bindings: garbage in, only TypeError or ValueError out.
+
+Every input becomes one call of ``_core.cholesky_psd``, ``search``, ``search_batch`` or
+``replay_two_phase``: a valid call (small k, n and sample counts, so that no search is long)
+to which the input applies a few mutations: wrong dtypes, shapes, layouts (non-contiguous,
+unaligned, read-only), NaN / inf / huge values, wrong Python types for scalars and options,
+out-of-range options and thread counts, and missing or extra arguments. Whatever the call
+does, only TypeError or ValueError may escape; anything else (another exception, a crash, a
+sanitizer report under ``scripts/fuzz.sh --sanitized``) is a finding.
+
+Coverage: atheris sees the Python code only; the C++ core is built with GCC, not with
+libFuzzer's instrumentation. So that the fuzzer still learns which checks of the bindings an
+input reached, each distinct outcome (the argument and the kind of mistake a message names, or
+the shape of a result) runs its own instrumented marker function: a new outcome is new
+coverage, and the input that found it is kept in the corpus.
+
+    python fuzz/fuzz_bindings.py -max_total_time=60 NEW_DIR fuzz/corpus/bindings
+    scripts/fuzz.sh [SECONDS]        (bounded run, as in CI)
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from collections.abc import Callable
+from typing import Any
+
+import atheris
+import numpy as np
+
+from cascade_routing import _core
+
+# --------------------------------------------------------------------------- outcomes
+
+#: Words of the bindings' messages (argument names and kinds of mistake).
+_WORDS = (
+    "quality", "cost", "lam", "mode", "sd", "chol", "normals", "ran", "max_depth", "digits",
+    "prefer_expensive", "n_threads", "lambdas", "thresholds", "strategy", "bounds", "cov",
+    "ante_", "post_", "true_", "dtype", "shape", "contiguous", "NaN", "models", "sample",
+    "incompatible", "between", "row",
+)
+
+
+def _marker(name: str) -> Callable[[], None]:
+    # A distinct, instrumented code object per outcome: calling it is new coverage.
+    code = compile("pass", f"<outcome {name}>", "exec")
+    return atheris.instrument_func(types.FunctionType(code, {}, f"outcome_{name}"))
+
+
+_MARKERS = {w: _marker(w) for w in _WORDS}
+_MARKERS.update({f"{kind}:{t}": _marker(f"{kind}_{t}")
+                 for kind in ("TypeError", "ValueError") for t in ("0", "1")})
+_MARKERS.update({f"ok:{i}": _marker(f"ok_{i}") for i in range(-1, 12)})
+
+
+def _note_error(exc: Exception) -> None:
+    msg = str(exc)
+    _MARKERS[f"{type(exc).__name__}:{int('got' in msg)}"]()
+    for word, mark in _MARKERS.items():
+        if word in msg:
+            mark()
+
+
+def _note_result(result: Any) -> None:
+    if isinstance(result, tuple) and result and isinstance(result[0], int):
+        _MARKERS.get(f"ok:{result[0]}", _MARKERS["ok:-1"])()
+    elif isinstance(result, tuple):
+        _MARKERS[f"ok:{min(int(np.asarray(result[0]).size), 11)}"]()
+
+
+# --------------------------------------------------------------------------- inputs
+
+_DTYPES = (np.float64, np.float32, np.int64, np.uint8, np.bool_, np.complex128, object, ">f8")
+_SPECIAL = (np.nan, np.inf, -np.inf, 1e308, -1e308, -0.0, 5e-324, 1e154, -1.0, 0.0)
+_SCALARS: tuple[Any, ...] = (None, "2", 1.5, 2**70, -(2**70), -1, 0, True, [1.0, 2.0], (),
+                             np.nan, np.inf, np.float32(1.0), np.int64(3), 10**400, b"x")
+
+
+def _valid_args(fn: str, k: int, n: int, ns: int, mode: int,
+                rng: np.random.Generator) -> tuple[list[Any], dict[str, Any]]:
+    """A valid call of ``fn``; every search in it scores at most 2^k * ns <= 2^14 samples."""
+
+    def u(*shape: int) -> np.ndarray:
+        return rng.uniform(size=shape)
+
+    def psd(*lead: int) -> np.ndarray:
+        a = rng.normal(size=(*lead, k, k)) * 0.1
+        return np.ascontiguousarray(np.tril(a))
+
+    normals = rng.standard_normal((ns, k))
+    if fn == "cholesky_psd":
+        a = rng.normal(size=(k, k))
+        return [a @ a.T], {}
+    if fn == "search":
+        return [u(k), u(k), float(rng.uniform()), mode, u(k) * 0.1, psd(), normals,
+                (rng.random(k) < 0.3).astype(np.uint8), k, bool(rng.random() < 0.5),
+                False, True, bool(rng.random() < 0.5), 8], {}
+    if fn == "search_batch":
+        return [u(n, k), u(n, k), u(n), mode, u(n, k) * 0.1, psd(n), normals,
+                (rng.random((n, k)) < 0.3).astype(np.uint8), k, False, False, True,
+                np.zeros(n, np.uint8), 8], {"n_threads": 1}
+    return [u(n, k), u(n, k), u(n, k) * 0.1, u(n, k) * 0.01, u(n, k), u(n, k), u(n, k),
+            u(n, k), u(3) * 0.2, np.zeros(n, np.uint8), normals, bool(mode), mode % 2,
+            u(k), k, False, False, True, 8, False], {"n_threads": 1}
+
+
+def _mutate_array(fdp: atheris.FuzzedDataProvider, a: np.ndarray) -> Any:
+    op = fdp.ConsumeIntInRange(0, 6)
+    if op == 0:
+        return a.astype(fdp.PickValueInList(list(_DTYPES)))
+    if op == 1:  # another shape (at most 12 per side: no search can grow long)
+        ndim = fdp.ConsumeIntInRange(0, 3)
+        shape = tuple(fdp.ConsumeIntInRange(0, 12) for _ in range(ndim))
+        return np.resize(a.astype(np.float64), shape)
+    if op == 2:  # non-contiguous view
+        return np.repeat(a, 2, axis=-1)[..., ::2] if a.ndim else a
+    if op == 3:  # unaligned copy
+        if a.nbytes == 0 or a.dtype.hasobject:
+            return a
+        raw = np.zeros(a.nbytes + 1, np.uint8)
+        b = raw[1:].view(a.dtype).reshape(a.shape)
+        b[...] = a
+        return b
+    if op == 4:  # read-only (must be accepted: inputs are never written)
+        b = a.copy()
+        b.flags.writeable = False
+        return b
+    b = a.astype(np.float64) if a.dtype != np.float64 else a.copy()
+    if b.size:
+        flat = b.reshape(-1)
+        for _ in range(fdp.ConsumeIntInRange(1, 3)):
+            flat[fdp.ConsumeIntInRange(0, b.size - 1)] = fdp.PickValueInList(list(_SPECIAL))
+    return b if op == 5 else b.astype(a.dtype)
+
+
+def _mutate(fdp: atheris.FuzzedDataProvider, args: list[Any], kwargs: dict[str, Any]) -> None:
+    for _ in range(fdp.ConsumeIntInRange(0, 3)):
+        op = fdp.ConsumeIntInRange(0, 5)
+        i = fdp.ConsumeIntInRange(0, len(args) - 1) if args else 0
+        if op == 0 and args:
+            args[i] = fdp.PickValueInList(list(_SCALARS))
+        elif op == 1 and args and isinstance(args[i], np.ndarray):
+            args[i] = _mutate_array(fdp, args[i])
+        elif op == 2 and args and isinstance(args[i], (bool, int)):
+            args[i] = fdp.ConsumeIntInRange(-(2**40), 2**40) if fdp.ConsumeBool() else \
+                fdp.ConsumeIntInRange(-3, 70)
+        elif op == 3 and "n_threads" in kwargs:
+            kwargs["n_threads"] = fdp.PickValueInList([-1, 0, 2, 1024, 1025, 2**40, 2**64,
+                                                       1.0, None, "1", np.int32(2)])
+        elif op == 4:  # quality bounds (trailing arguments)
+            bounds = [np.nan, np.inf, -np.inf, 0.0, 0.5, 1.0, 1e308]
+            if len(args) >= 14:
+                args.extend([fdp.PickValueInList(bounds), fdp.PickValueInList(bounds)])
+        elif op == 5:  # wrong number of arguments
+            if fdp.ConsumeBool() and args:
+                args.pop()
+            else:
+                args.append(np.zeros(2))
+
+
+_FUNCTIONS = ("cholesky_psd", "search", "search_batch", "replay_two_phase")
+
+
+def one_input(data: bytes) -> None:
+    """The fuzz target: one call built from ``data``."""
+    fdp = atheris.FuzzedDataProvider(data)
+    fn = fdp.PickValueInList(list(_FUNCTIONS))
+    k = fdp.ConsumeIntInRange(1, 10)
+    n = fdp.ConsumeIntInRange(0, 6)
+    ns = fdp.ConsumeIntInRange(1, 16)
+    mode = fdp.ConsumeIntInRange(0, 2)
+    rng = np.random.default_rng(fdp.ConsumeIntInRange(0, 2**32))
+    args, kwargs = _valid_args(fn, k, n, ns, mode, rng)
+    with np.errstate(all="ignore"):  # casts of inf / huge values to int dtypes
+        _mutate(fdp, args, kwargs)
+    try:
+        result = getattr(_core, fn)(*args, **kwargs)
+    except (TypeError, ValueError) as exc:
+        _note_error(exc)
+        return
+    _note_result(result)
+    if fn == "search":
+        assert -1 <= result[0] < len(result[1]), result
+
+
+one_input = atheris.instrument_func(one_input)
+_mutate = atheris.instrument_func(_mutate)
+_mutate_array = atheris.instrument_func(_mutate_array)
+
+
+def main() -> None:
+    atheris.Setup(sys.argv, one_input)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Fuzz the compiled bindings for a bounded time (fuzz/fuzz_bindings.py, atheris).
+#
+#   scripts/fuzz.sh [SECONDS] [--sanitized]
+#
+# SECONDS defaults to 60. The committed corpus (fuzz/corpus/bindings) is replayed first and
+# read, never written: new inputs go to a temporary directory. A finding (an exception other
+# than TypeError / ValueError, a crash, or with --sanitized an ASan / UBSan report) exits
+# non-zero and leaves the reproducer in fuzz/findings/. --sanitized fuzzes the module that
+# scripts/sanitize.sh built (build/asan); otherwise the module the checkout imports
+# (python/cascade_routing/_core*.so, or the installed package).
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+python=${PYTHON:-python}
+seconds=60
+sanitized=0
+for arg in "$@"; do
+    case $arg in
+        --sanitized) sanitized=1 ;;
+        ''|*[!0-9]*) echo "usage: scripts/fuzz.sh [SECONDS] [--sanitized]" >&2; exit 2 ;;
+        *) seconds=$arg ;;
+    esac
+done
+
+"$python" -c "import atheris" 2>/dev/null || {
+    echo "fuzz.sh: atheris is not installed in $python (pip install atheris)" >&2
+    exit 2
+}
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+export PYTHONPATH=$root/python${PYTHONPATH:+:$PYTHONPATH}
+if [ "$sanitized" = 1 ]; then
+    build=${CASCADE_ROUTING_ASAN_BUILD:-$root/build/asan}
+    so=$(ls "$build"/_core*.so 2>/dev/null) || {
+        echo "fuzz.sh: no sanitized module in $build; run scripts/sanitize.sh first" >&2
+        exit 2
+    }
+    cp -r "$root/python/cascade_routing" "$work/"
+    rm -f "$work"/cascade_routing/_core*.so
+    cp "$so" "$work/cascade_routing/"
+    export PYTHONPATH=$work
+    cxx=${CXX:-c++}
+    export LD_PRELOAD="$("$cxx" -print-file-name=libasan.so) $("$cxx" -print-file-name=libstdc++.so)"
+    export ASAN_OPTIONS=detect_leaks=0:halt_on_error=1
+    export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+fi
+
+mkdir -p "$work/new" "$root/fuzz/findings"
+cd "$work"
+"$python" "$root/fuzz/fuzz_bindings.py" -max_total_time="$seconds" -timeout=10 \
+    -rss_limit_mb=4096 -print_final_stats=1 -artifact_prefix="$root/fuzz/findings/" \
+    "$work/new" "$root/fuzz/corpus/bindings"
