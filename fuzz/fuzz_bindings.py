@@ -35,10 +35,35 @@ from cascade_routing import _core
 
 #: Words of the bindings' messages (argument names and kinds of mistake).
 _WORDS = (
-    "quality", "cost", "lam", "mode", "sd", "chol", "normals", "ran", "max_depth", "digits",
-    "prefer_expensive", "n_threads", "lambdas", "thresholds", "strategy", "bounds", "cov",
-    "ante_", "post_", "true_", "dtype", "shape", "contiguous", "NaN", "models", "sample",
-    "incompatible", "between", "row",
+    "quality",
+    "cost",
+    "lam",
+    "mode",
+    "sd",
+    "chol",
+    "normals",
+    "ran",
+    "max_depth",
+    "digits",
+    "prefer_expensive",
+    "n_threads",
+    "lambdas",
+    "thresholds",
+    "strategy",
+    "bounds",
+    "cov",
+    "ante_",
+    "post_",
+    "true_",
+    "dtype",
+    "shape",
+    "contiguous",
+    "NaN",
+    "models",
+    "sample",
+    "incompatible",
+    "between",
+    "row",
 )
 
 
@@ -49,8 +74,13 @@ def _marker(name: str) -> Callable[[], None]:
 
 
 _MARKERS = {w: _marker(w) for w in _WORDS}
-_MARKERS.update({f"{kind}:{t}": _marker(f"{kind}_{t}")
-                 for kind in ("TypeError", "ValueError") for t in ("0", "1")})
+_MARKERS.update(
+    {
+        f"{kind}:{t}": _marker(f"{kind}_{t}")
+        for kind in ("TypeError", "ValueError")
+        for t in ("0", "1")
+    }
+)
 _MARKERS.update({f"ok:{i}": _marker(f"ok_{i}") for i in range(-1, 12)})
 
 
@@ -73,12 +103,29 @@ def _note_result(result: Any) -> None:
 
 _DTYPES = (np.float64, np.float32, np.int64, np.uint8, np.bool_, np.complex128, object, ">f8")
 _SPECIAL = (np.nan, np.inf, -np.inf, 1e308, -1e308, -0.0, 5e-324, 1e154, -1.0, 0.0)
-_SCALARS: tuple[Any, ...] = (None, "2", 1.5, 2**70, -(2**70), -1, 0, True, [1.0, 2.0], (),
-                             np.nan, np.inf, np.float32(1.0), np.int64(3), 10**400, b"x")
+_SCALARS: tuple[Any, ...] = (
+    None,
+    "2",
+    1.5,
+    2**70,
+    -(2**70),
+    -1,
+    0,
+    True,
+    [1.0, 2.0],
+    (),
+    np.nan,
+    np.inf,
+    np.float32(1.0),
+    np.int64(3),
+    10**400,
+    b"x",
+)
 
 
-def _valid_args(fn: str, k: int, n: int, ns: int, mode: int,
-                rng: np.random.Generator) -> tuple[list[Any], dict[str, Any]]:
+def _valid_args(
+    fn: str, k: int, n: int, ns: int, mode: int, rng: np.random.Generator
+) -> tuple[list[Any], dict[str, Any]]:
     """A valid call of ``fn``; every search in it scores at most 2^k * ns <= 2^14 samples."""
 
     def u(*shape: int) -> np.ndarray:
@@ -93,16 +140,61 @@ def _valid_args(fn: str, k: int, n: int, ns: int, mode: int,
         a = rng.normal(size=(k, k))
         return [a @ a.T], {}
     if fn == "search":
-        return [u(k), u(k), float(rng.uniform()), mode, u(k) * 0.1, psd(), normals,
-                (rng.random(k) < 0.3).astype(np.uint8), k, bool(rng.random() < 0.5),
-                False, True, bool(rng.random() < 0.5), 8], {}
+        return [
+            u(k),
+            u(k),
+            float(rng.uniform()),
+            mode,
+            u(k) * 0.1,
+            psd(),
+            normals,
+            (rng.random(k) < 0.3).astype(np.uint8),
+            k,
+            bool(rng.random() < 0.5),
+            False,
+            True,
+            bool(rng.random() < 0.5),
+            8,
+        ], {}
     if fn == "search_batch":
-        return [u(n, k), u(n, k), u(n), mode, u(n, k) * 0.1, psd(n), normals,
-                (rng.random((n, k)) < 0.3).astype(np.uint8), k, False, False, True,
-                np.zeros(n, np.uint8), 8], {"n_threads": 1}
-    return [u(n, k), u(n, k), u(n, k) * 0.1, u(n, k) * 0.01, u(n, k), u(n, k), u(n, k),
-            u(n, k), u(3) * 0.2, np.zeros(n, np.uint8), normals, bool(mode), mode % 2,
-            u(k), k, False, False, True, 8, False], {"n_threads": 1}
+        return [
+            u(n, k),
+            u(n, k),
+            u(n),
+            mode,
+            u(n, k) * 0.1,
+            psd(n),
+            normals,
+            (rng.random((n, k)) < 0.3).astype(np.uint8),
+            k,
+            False,
+            False,
+            True,
+            np.zeros(n, np.uint8),
+            8,
+        ], {"n_threads": 1}
+    return [
+        u(n, k),
+        u(n, k),
+        u(n, k) * 0.1,
+        u(n, k) * 0.01,
+        u(n, k),
+        u(n, k),
+        u(n, k),
+        u(n, k),
+        u(3) * 0.2,
+        np.zeros(n, np.uint8),
+        normals,
+        bool(mode),
+        mode % 2,
+        u(k),
+        k,
+        False,
+        False,
+        True,
+        8,
+        False,
+    ], {"n_threads": 1}
 
 
 def _mutate_array(fdp: atheris.FuzzedDataProvider, a: np.ndarray) -> Any:
@@ -143,11 +235,15 @@ def _mutate(fdp: atheris.FuzzedDataProvider, args: list[Any], kwargs: dict[str, 
         elif op == 1 and args and isinstance(args[i], np.ndarray):
             args[i] = _mutate_array(fdp, args[i])
         elif op == 2 and args and isinstance(args[i], (bool, int)):
-            args[i] = fdp.ConsumeIntInRange(-(2**40), 2**40) if fdp.ConsumeBool() else \
-                fdp.ConsumeIntInRange(-3, 70)
+            args[i] = (
+                fdp.ConsumeIntInRange(-(2**40), 2**40)
+                if fdp.ConsumeBool()
+                else fdp.ConsumeIntInRange(-3, 70)
+            )
         elif op == 3 and "n_threads" in kwargs:
-            kwargs["n_threads"] = fdp.PickValueInList([-1, 0, 2, 1024, 1025, 2**40, 2**64,
-                                                       1.0, None, "1", np.int32(2)])
+            kwargs["n_threads"] = fdp.PickValueInList(
+                [-1, 0, 2, 1024, 1025, 2**40, 2**64, 1.0, None, "1", np.int32(2)]
+            )
         elif op == 4:  # quality bounds (trailing arguments)
             bounds = [np.nan, np.inf, -np.inf, 0.0, 0.5, 1.0, 1e308]
             if len(args) >= 14:

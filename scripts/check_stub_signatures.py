@@ -67,19 +67,23 @@ def compare(name: str, stub: ast.FunctionDef, runtime: ast.FunctionDef) -> list[
 
     def defaults(args: ast.arguments) -> dict[str, ast.expr]:
         pos = args.posonlyargs + args.args
-        out = {a.arg: d for a, d in zip(pos[len(pos) - len(args.defaults):], args.defaults)}
+        out = {a.arg: d for a, d in zip(pos[len(pos) - len(args.defaults) :], args.defaults)}
         out.update({a.arg: d for a, d in zip(args.kwonlyargs, args.kw_defaults) if d})
         return out
 
     s_def, r_def = defaults(s), defaults(r)
     if set(s_def) != set(r_def):
-        errors.append(f"{name}: parameters with defaults differ: stub {sorted(s_def)}, "
-                      f"runtime {sorted(r_def)}")
+        errors.append(
+            f"{name}: parameters with defaults differ: stub {sorted(s_def)}, "
+            f"runtime {sorted(r_def)}"
+        )
     for arg, d in s_def.items():
         if arg in r_def and not (isinstance(d, ast.Constant) and d.value is Ellipsis):
             if ast.unparse(d) != ast.unparse(r_def[arg]):
-                errors.append(f"{name}: default of {arg}: stub {ast.unparse(d)}, runtime "
-                              f"{ast.unparse(r_def[arg])}")
+                errors.append(
+                    f"{name}: default of {arg}: stub {ast.unparse(d)}, runtime "
+                    f"{ast.unparse(r_def[arg])}"
+                )
     stub_ann = {a.arg: a.annotation for a in s.posonlyargs + s.args + s.kwonlyargs}
     for a in r.posonlyargs + r.args + r.kwonlyargs:
         if a.annotation is None:
@@ -87,12 +91,15 @@ def compare(name: str, stub: ast.FunctionDef, runtime: ast.FunctionDef) -> list[
         allowed = _SCALARS.get(ast.unparse(a.annotation))
         got = ast.unparse(stub_ann[a.arg]) if stub_ann[a.arg] is not None else "?"
         if allowed is not None and got not in allowed:
-            errors.append(f"{name}: {a.arg} is {ast.unparse(a.annotation)} at runtime, "
-                          f"but {got} in the stub")
+            errors.append(
+                f"{name}: {a.arg} is {ast.unparse(a.annotation)} at runtime, but {got} in the stub"
+            )
     want = _RESULTS.get(_outer(runtime.returns))
     if want is not None and _outer(stub.returns) != want:
-        errors.append(f"{name}: returns {_outer(runtime.returns)} at runtime, but "
-                      f"{_outer(stub.returns)} in the stub")
+        errors.append(
+            f"{name}: returns {_outer(runtime.returns)} at runtime, but "
+            f"{_outer(stub.returns)} in the stub"
+        )
     return errors
 
 
@@ -118,8 +125,10 @@ def main(module_name: str = "cascade_routing._core") -> int:
         checked += 1
     for line in errors:
         print(f"{stub_path}: {line}")
-    print(f"{checked} signatures checked against {module_name}: "
-          f"{'OK' if not errors else f'{len(errors)} mismatch(es)'}")
+    print(
+        f"{checked} signatures checked against {module_name}: "
+        f"{'OK' if not errors else f'{len(errors)} mismatch(es)'}"
+    )
     return 1 if errors else 0
 
 

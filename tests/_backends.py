@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-import cascade_routing as cr
 import pytest
+
+import cascade_routing as cr
 
 BACKENDS = ("cpp", "numba", "numpy")
 #: Backends compared against the NumPy reference (comparing numpy with itself cannot fail).

@@ -11,8 +11,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import cascade_routing as cr
 import numpy as np
+
+import cascade_routing as cr
 
 MODES = ("exact", "var", "cov")
 
@@ -103,9 +104,7 @@ def draw_bounds(
     if kind == 4:  # bounds at quality values
         a, b = float(q.min()), float(q.max())
         return (a, b) if a < b else (a, math.inf)
-    if (
-        kind == 5
-    ):  # a band far narrower than the noise: nearly every sample sits on a bound
+    if kind == 5:  # a band far narrower than the noise: nearly every sample sits on a bound
         a = float(rng.choice(q))
         return a, a + float(rng.choice([1e-12, 1e-6])) * scale
     return -math.inf, float(rng.choice(q))  # an upper bound at a quality value
@@ -138,9 +137,7 @@ def random_instance(
 ) -> dict[str, Any]:
     """Keyword arguments for one ``search_supermodel`` call (``prune`` not included)."""
     k = int(rng.integers(1, k_max + 1))
-    kw = draw_values(
-        rng, k, mode, adversarial=adversarial, well_conditioned=well_conditioned
-    )
+    kw = draw_values(rng, k, mode, adversarial=adversarial, well_conditioned=well_conditioned)
     prefixes_only = bool(rng.random() < 0.2)
     ran = draw_ran(rng, k, prefixes_only)
     digits_choices: list[int | None] = [8, 8, None]
@@ -189,10 +186,7 @@ def describe(kw: dict[str, Any]) -> str:
         elif key == "quality_bounds" and value is not None:
             value = (
                 "("
-                + ", ".join(
-                    repr(float(v)) if math.isfinite(v) else f"float('{v}')"
-                    for v in value
-                )
+                + ", ".join(repr(float(v)) if math.isfinite(v) else f"float('{v}')" for v in value)
                 + ")"
             )
         else:

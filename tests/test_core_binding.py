@@ -28,17 +28,43 @@ def core() -> Any:
 
 def _search_args(mode: int = 1) -> list[Any]:
     rng = np.random.default_rng(0)
-    return [rng.uniform(size=K), rng.uniform(size=K), 0.2, mode, np.full(K, 0.1),
-            np.eye(K) * 0.1, rng.standard_normal((NS, K)), np.zeros(K, np.uint8), K, False,
-            False, True, False, 8]
+    return [
+        rng.uniform(size=K),
+        rng.uniform(size=K),
+        0.2,
+        mode,
+        np.full(K, 0.1),
+        np.eye(K) * 0.1,
+        rng.standard_normal((NS, K)),
+        np.zeros(K, np.uint8),
+        K,
+        False,
+        False,
+        True,
+        False,
+        8,
+    ]
 
 
 def _batch_args(mode: int = 1) -> list[Any]:
     rng = np.random.default_rng(1)
     chol = np.ascontiguousarray(np.broadcast_to(np.eye(K) * 0.1, (N, K, K)))
-    return [rng.uniform(size=(N, K)), rng.uniform(size=(N, K)), rng.uniform(size=N), mode,
-            np.full((N, K), 0.1), chol, rng.standard_normal((NS, K)),
-            np.zeros((N, K), np.uint8), K, False, False, True, np.zeros(N, np.uint8), 8]
+    return [
+        rng.uniform(size=(N, K)),
+        rng.uniform(size=(N, K)),
+        rng.uniform(size=N),
+        mode,
+        np.full((N, K), 0.1),
+        chol,
+        rng.standard_normal((NS, K)),
+        np.zeros((N, K), np.uint8),
+        K,
+        False,
+        False,
+        True,
+        np.zeros(N, np.uint8),
+        8,
+    ]
 
 
 def _replay_args(strategy: int = 0, use_sd: bool = True) -> list[Any]:
@@ -47,9 +73,28 @@ def _replay_args(strategy: int = 0, use_sd: bool = True) -> list[Any]:
     def m() -> np.ndarray:
         return rng.uniform(size=(N, K))
 
-    return [m(), m(), m() * 0.1, m() * 0.01, m(), m(), m(), m(), np.array([0.1, 0.05]),
-            np.zeros(N, np.uint8), rng.standard_normal((NS, K)), use_sd, strategy,
-            np.full(K, 0.5), K, False, False, True, 8, False]
+    return [
+        m(),
+        m(),
+        m() * 0.1,
+        m() * 0.01,
+        m(),
+        m(),
+        m(),
+        m(),
+        np.array([0.1, 0.05]),
+        np.zeros(N, np.uint8),
+        rng.standard_normal((NS, K)),
+        use_sd,
+        strategy,
+        np.full(K, 0.5),
+        K,
+        False,
+        False,
+        True,
+        8,
+        False,
+    ]
 
 
 # --------------------------------------------------------------------------- happy path
@@ -191,8 +236,9 @@ def test_wrong_mask_dtype_and_non_arrays_are_type_errors(core: Any) -> None:
         (13, -2, "digits"),
     ],
 )
-def test_bad_shapes_and_options_are_value_errors(core: Any, index: int, value: Any,
-                                                 match: str) -> None:
+def test_bad_shapes_and_options_are_value_errors(
+    core: Any, index: int, value: Any, match: str
+) -> None:
     args = _search_args()
     args[index] = value
     with pytest.raises(ValueError, match=match):
@@ -200,9 +246,13 @@ def test_bad_shapes_and_options_are_value_errors(core: Any, index: int, value: A
 
 
 def test_bad_batch_and_replay_shapes_are_value_errors(core: Any) -> None:
-    for i, v, m in [(1, np.zeros((N, K + 1)), "cost"), (2, np.zeros(N + 1), "lam"),
-                    (4, np.zeros((N, K - 1)), "sd"), (7, np.zeros((N + 1, K), np.uint8), "ran"),
-                    (12, np.zeros(N - 1, np.uint8), "prefer_expensive")]:
+    for i, v, m in [
+        (1, np.zeros((N, K + 1)), "cost"),
+        (2, np.zeros(N + 1), "lam"),
+        (4, np.zeros((N, K - 1)), "sd"),
+        (7, np.zeros((N + 1, K), np.uint8), "ran"),
+        (12, np.zeros(N - 1, np.uint8), "prefer_expensive"),
+    ]:
         b = _batch_args()
         b[i] = v
         with pytest.raises(ValueError, match=m):
@@ -214,8 +264,12 @@ def test_bad_batch_and_replay_shapes_are_value_errors(core: Any) -> None:
     with pytest.raises(ValueError, match="n_threads"):
         core.search_batch(*_batch_args(), n_threads=-1)
 
-    for i, v, m in [(1, np.zeros((N, K + 1)), "post_quality"), (8, np.zeros(0), "lambdas"),
-                    (3, np.zeros((N + 1, K)), "post_sd"), (12, 2, "strategy")]:
+    for i, v, m in [
+        (1, np.zeros((N, K + 1)), "post_quality"),
+        (8, np.zeros(0), "lambdas"),
+        (3, np.zeros((N + 1, K)), "post_sd"),
+        (12, 2, "strategy"),
+    ]:
         r = _replay_args()
         r[i] = v
         with pytest.raises(ValueError, match=m):
@@ -344,8 +398,10 @@ def test_huge_quality_bounds_do_not_crash(core: Any) -> None:
 def test_out_of_range_threads_are_clean_value_errors(core: Any, value: int) -> None:
     """Any int is accepted by the signature and range-checked, so that a huge value gets a
     message naming n_threads instead of pybind11's list of signatures (issue 10, 7.1)."""
-    for call, args in ((core.search_batch, _batch_args()), (core.replay_two_phase,
-                                                            _replay_args())):
+    for call, args in (
+        (core.search_batch, _batch_args()),
+        (core.replay_two_phase, _replay_args()),
+    ):
         with pytest.raises(ValueError, match=r"n_threads must be between 0 .* and 1024") as e:
             call(*args, n_threads=value)
         assert "incompatible function arguments" not in str(e.value)

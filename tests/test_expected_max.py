@@ -10,10 +10,11 @@ from __future__ import annotations
 import functools
 import math
 
-import cascade_routing as cr
 import numpy as np
 import pytest
 from scipy import integrate, special, stats
+
+import cascade_routing as cr
 
 #: n_samples -> documented bound on |error| / max(sd)
 CLAIM = {128: 0.06, 4096: 0.006}
@@ -27,9 +28,7 @@ def clark(mu1: float, mu2: float, s1: float, s2: float, rho: float) -> float:
     theta = math.sqrt(theta2)
     alpha = (mu1 - mu2) / theta
     return (
-        mu1 * stats.norm.cdf(alpha)
-        + mu2 * stats.norm.cdf(-alpha)
-        + theta * stats.norm.pdf(alpha)
+        mu1 * stats.norm.cdf(alpha) + mu2 * stats.norm.cdf(-alpha) + theta * stats.norm.pdf(alpha)
     )
 
 
@@ -59,9 +58,7 @@ def independent_max(mu: tuple[float, ...], sd: tuple[float, ...]) -> float:
     return value
 
 
-def _random_family(
-    rng: np.random.Generator, k: int, family: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _random_family(rng: np.random.Generator, k: int, family: int) -> tuple[np.ndarray, np.ndarray]:
     """Three kinds of cases: spread-out means, identical models (the hardest), close means."""
     if family == 0:
         return rng.normal(size=k), rng.uniform(0.01, 1.0, size=k)
@@ -256,12 +253,8 @@ def test_deterministic_under_seed() -> None:
     b = cr.expected_max(mean.copy(), var=var.copy(), seed=5)
     assert a == b
     values = {cr.expected_max(mean, var=var, seed=s) for s in range(8)}
-    assert len(values) == 8, (
-        "different seeds must scramble the Sobol points differently"
-    )
-    assert cr.expected_max(mean, var=var, n_samples=256) != cr.expected_max(
-        mean, var=var
-    )
+    assert len(values) == 8, "different seeds must scramble the Sobol points differently"
+    assert cr.expected_max(mean, var=var, n_samples=256) != cr.expected_max(mean, var=var)
 
 
 def test_standard_normals() -> None:
@@ -329,9 +322,7 @@ def independent_clipped_max(
     return lo + value
 
 
-def _draw_bounds(
-    rng: np.random.Generator, mu: np.ndarray, sd: np.ndarray
-) -> tuple[float, float]:
+def _draw_bounds(rng: np.random.Generator, mu: np.ndarray, sd: np.ndarray) -> tuple[float, float]:
     """Bounds that cut into the distribution of the maximum: a band, or one side only."""
     a, b = sorted(rng.uniform(mu.min() - sd.max(), mu.max() + 2 * sd.max(), size=2))
     kind = int(rng.integers(0, 3))
@@ -360,9 +351,7 @@ def test_clipped_integral_oracle_sanity() -> None:
     assert independent_clipped_max((m,), (s,), lo, hi) == pytest.approx(want, abs=1e-10)
     # Bounds above everything: the lower bound; below everything: the upper bound.
     assert independent_clipped_max((0.0,), (1.0,), 50.0, math.inf) == 50.0
-    assert independent_clipped_max((0.0,), (1.0,), -math.inf, -50.0) == pytest.approx(
-        -50.0
-    )
+    assert independent_clipped_max((0.0,), (1.0,), -math.inf, -50.0) == pytest.approx(-50.0)
 
 
 @pytest.mark.parametrize("n_samples", sorted(CLAIM))
@@ -378,9 +367,7 @@ def test_clipped_independent_models_integral(backend: str, n_samples: int) -> No
         bounds = _draw_bounds(rng, mu, sd)
         seed = int(rng.integers(0, 100))
         want = independent_clipped_max(tuple(mu.tolist()), tuple(sd.tolist()), *bounds)
-        got = cr.expected_max(
-            mu, var=sd**2, n_samples=n_samples, seed=seed, quality_bounds=bounds
-        )
+        got = cr.expected_max(mu, var=sd**2, n_samples=n_samples, seed=seed, quality_bounds=bounds)
         slack = 1e-12 * (1.0 + np.abs(mu).max() + sd.max())  # the mean's rounding
         assert bounds[0] - slack <= got <= bounds[1] + slack
         err = abs(got - want) / sd.max()
@@ -423,9 +410,7 @@ def test_clipped_exact_means(backend: str) -> None:
             )
             # Zero variance: every sample is its mean.
             got = cr.expected_max(mean, var=np.zeros(mean.size), quality_bounds=bounds)
-            assert got == pytest.approx(
-                np.clip(mean, *bounds).max(), rel=1e-13, abs=1e-13
-            )
+            assert got == pytest.approx(np.clip(mean, *bounds).max(), rel=1e-13, abs=1e-13)
 
 
 def test_clipping_moves_the_expected_max_the_right_way() -> None:
@@ -454,9 +439,7 @@ def test_clipped_expected_max_matches_search_quality(backend: str) -> None:
         cov = (a @ a.T + (a @ a.T).T) / 2
         bounds = [(0.0, 1.0), (-math.inf, 0.8), (0.4, math.inf)][trial % 3]
         for kw in ({"var": var}, {"cov": cov}, {}):
-            want = cr.expected_max(
-                mean, n_samples=64, seed=trial, quality_bounds=bounds, **kw
-            )
+            want = cr.expected_max(mean, n_samples=64, seed=trial, quality_bounds=bounds, **kw)
             res = cr.search_supermodel(
                 mean,
                 np.zeros(k),

@@ -12,8 +12,9 @@ import subprocess
 import sys
 import textwrap
 
-import cascade_routing as cr
 import pytest
+
+import cascade_routing as cr
 from _backends import require_backend
 
 _PROBE = textwrap.dedent(
@@ -55,9 +56,7 @@ _PROBE = textwrap.dedent(
 def _probe(blocked: tuple[str, ...] = (), env_backend: str | None = None) -> dict:
     env = dict(os.environ)
     root = os.path.dirname(os.path.dirname(os.path.abspath(cr.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (root, env.get("PYTHONPATH", "")) if p
-    )
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     env.pop("CASCADE_ROUTING_BACKEND", None)
     if env_backend is not None:
         env["CASCADE_ROUTING_BACKEND"] = env_backend

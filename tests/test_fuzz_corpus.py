@@ -12,6 +12,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+
 from _backends import require_backend
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,8 +23,9 @@ CORPUS = ROOT / "fuzz" / "corpus" / "bindings"
 def harness() -> ModuleType:
     require_backend("cpp")
     pytest.importorskip("atheris", reason="the fuzz harness needs atheris (pip install atheris)")
-    spec = importlib.util.spec_from_file_location("fuzz_bindings", ROOT / "fuzz" /
-                                                  "fuzz_bindings.py")
+    spec = importlib.util.spec_from_file_location(
+        "fuzz_bindings", ROOT / "fuzz" / "fuzz_bindings.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -46,11 +48,14 @@ def test_harness_lets_only_type_and_value_errors_out(harness: ModuleType) -> Non
 
     original = harness._core
     try:
+
         class Broken:
             def __getattr__(self, name: str) -> object:
                 def call(*args: object, **kwargs: object) -> None:
                     raise RuntimeError("not a TypeError or ValueError")
+
                 return call
+
         harness._core = Broken()
         with pytest.raises(RuntimeError):
             harness.one_input(bytes(np.arange(64, dtype=np.uint8)))

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from _backends import require_backend
 
 pytestmark = pytest.mark.skipif(

@@ -7,9 +7,12 @@ import itertools
 import math
 from typing import Any, NamedTuple
 
-import cascade_routing as cr
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import cascade_routing as cr
 from _backends import require_backend
 from _cases import (
     MODES,
@@ -22,8 +25,6 @@ from _cases import (
     n_candidates,
     random_instance,
 )
-from hypothesis import given
-from hypothesis import strategies as st
 
 # --------------------------------------------------------------------------- the oracle
 
@@ -92,11 +93,7 @@ def oracle_search(
     if prefixes_only:
         added_sets = [tuple(range(len(run), j)) for j in range(len(run), depth + 1)]
     else:
-        free = [
-            i
-            for i in range(k)
-            if i not in run and not (force_order and run and i < run[-1])
-        ]
+        free = [i for i in range(k) if i not in run and not (force_order and run and i < run[-1])]
         added_sets = sorted(
             added
             for size in range(depth - len(run) + 1)
@@ -113,13 +110,9 @@ def oracle_search(
             total += c[i]
         qm = expected_max(members)
         util = qm - lam * total
-        key = (
-            util if rounding_digits is None else float(np.round(util, rounding_digits))
-        )
+        key = util if rounding_digits is None else float(np.round(util, rounding_digits))
         tie_cost = total if prefer == "cheapest" else -total
-        scored.append(
-            ((-key, tie_cost, position), added, tuple(members), util, qm, total)
-        )
+        scored.append(((-key, tie_cost, position), added, tuple(members), util, qm, total))
     _, added, members, util, qm, total = min(scored)
     if not added:
         nxt = None
@@ -138,9 +131,7 @@ def _check_oracle(kw: dict[str, Any]) -> None:
     want = oracle_search(**kw)
     for prune in (False, True):
         got = _search(kw, prune=prune)
-        msg = (
-            f"prune={prune}: engine {got} != oracle {want}\nreproducer: {describe(kw)}"
-        )
+        msg = f"prune={prune}: engine {got} != oracle {want}\nreproducer: {describe(kw)}"
         assert got.next_model == want.next_model, msg
         assert got.supermodel == want.supermodel, msg
         scale = 1.0 + abs(want.quality) + abs(want.cost) * (1.0 + kw["lam"])
@@ -170,9 +161,7 @@ def test_oracle_small_hand_example(backend: str) -> None:
     r = cr.search_supermodel([0.95, 0.7, 0.9], c, 0.1, ran=[0])
     assert (r.next_model, r.supermodel) == (None, (0,))
     # Without force_order the cheapest model of M* \ ran runs first.
-    r = cr.search_supermodel(
-        [0.1, 0.9, 0.1], [5.0, 0.0, 0.0], 0.0, ran=[2], force_order=False
-    )
+    r = cr.search_supermodel([0.1, 0.9, 0.1], [5.0, 0.0, 0.0], 0.0, ran=[2], force_order=False)
     assert r.supermodel == (1, 2) and r.next_model == 1
     # {0,1} and {0,1,2} tie on quality 0.9; prefer picks the cheaper or the dearer.
     q, c = [0.1, 0.9, 0.8], [0.2, 1.0, 0.1]
@@ -192,9 +181,7 @@ def test_oracle_small_hand_example(backend: str) -> None:
 def test_matches_brute_force_oracle(backend: str, mode: str, adversarial: bool) -> None:
     rng = np.random.default_rng([11, MODES.index(mode), adversarial])
     for _ in range(150):
-        kw = random_instance(
-            rng, mode, adversarial=adversarial, k_max=7, well_conditioned=True
-        )
+        kw = random_instance(rng, mode, adversarial=adversarial, k_max=7, well_conditioned=True)
         _check_oracle(kw)
 
 
@@ -264,21 +251,13 @@ def hyp_instances(draw: st.DrawFn, modes: tuple[str, ...] = MODES) -> dict[str, 
     k = draw(st.integers(1, 6))
     mode = draw(st.sampled_from(modes))
     unit = st.one_of(st.sampled_from([0.0, 0.5, 1.0]), st.floats(0.0, 1.0))
-    q = np.array(
-        draw(st.lists(st.one_of(unit, st.floats(-10.0, 10.0)), min_size=k, max_size=k))
-    )
-    c = np.array(
-        draw(st.lists(st.one_of(unit, st.floats(0.0, 5.0)), min_size=k, max_size=k))
-    )
+    q = np.array(draw(st.lists(st.one_of(unit, st.floats(-10.0, 10.0)), min_size=k, max_size=k)))
+    c = np.array(draw(st.lists(st.one_of(unit, st.floats(0.0, 5.0)), min_size=k, max_size=k)))
     lam = draw(st.one_of(st.just(0.0), st.floats(0.0, 3.0)))
     kw: dict[str, Any] = {"quality": q, "cost": c, "lam": lam}
     if mode == "var":
         kw["var"] = np.array(
-            draw(
-                st.lists(
-                    st.one_of(st.just(0.0), st.floats(0.0, 0.5)), min_size=k, max_size=k
-                )
-            )
+            draw(st.lists(st.one_of(st.just(0.0), st.floats(0.0, 0.5)), min_size=k, max_size=k))
         )
     elif mode == "cov":
         rank = draw(st.integers(1, k + 1))
@@ -425,16 +404,12 @@ def _random_batch(
         batch["cov"] = np.array([row["cov"] for row in rows]).reshape(n, k, k)
     singles = []
     for r, row in enumerate(rows):
-        single = dict(
-            row, ran=rans[r], prefer="expensive" if prefer[r] else "cheapest", **common
-        )
+        single = dict(row, ran=rans[r], prefer="expensive" if prefer[r] else "cheapest", **common)
         singles.append(single)
     return batch, singles
 
 
-def _assert_batch_equal(
-    a: cr.BatchSearchResult, b: cr.BatchSearchResult, what: str
-) -> None:
+def _assert_batch_equal(a: cr.BatchSearchResult, b: cr.BatchSearchResult, what: str) -> None:
     for field in (
         "next_model",
         "supermodel",
@@ -445,9 +420,7 @@ def _assert_batch_equal(
     ):
         x, y = getattr(a, field), getattr(b, field)
         assert x.shape == y.shape and x.dtype == y.dtype, f"{what}: {field}"
-        assert np.array_equal(x, y), (
-            f"{what}: {field} differs at rows {np.flatnonzero(x != y)}"
-        )
+        assert np.array_equal(x, y), f"{what}: {field} differs at rows {np.flatnonzero(x != y)}"
 
 
 @pytest.mark.parametrize("options", ["free", "force_order", "prefixes_only"])
@@ -470,9 +443,7 @@ def test_batch_equals_loop(backend: str, mode: str, options: str) -> None:
         for r, kw in enumerate(singles):
             one = _search(kw, prune=prune)
             msg = f"row {r}: batch != single {one}\nreproducer: {describe(kw)}"
-            assert res.next_model[r] == (
-                -1 if one.next_model is None else one.next_model
-            ), msg
+            assert res.next_model[r] == (-1 if one.next_model is None else one.next_model), msg
             assert tuple(np.flatnonzero(res.supermodel[r])) == one.supermodel, msg
             assert res.utility[r] == one.utility, msg
             assert res.quality[r] == one.quality, msg
@@ -492,9 +463,7 @@ def test_batch_scalar_lam_and_string_prefer(backend: str) -> None:
     q, c = rng.uniform(size=(n, k)), rng.uniform(size=(n, k))
     var = rng.uniform(0, 0.02, size=(n, k))
     for prefer in ("cheapest", "expensive"):
-        res = cr.search_supermodel_batch(
-            q, c, 0.3, var=var, prefer=prefer, force_order=False
-        )
+        res = cr.search_supermodel_batch(q, c, 0.3, var=var, prefer=prefer, force_order=False)
         res_arr = cr.search_supermodel_batch(
             q,
             c,
@@ -569,9 +538,7 @@ def test_result_invariants(backend: str, mode: str) -> None:
             res.quality - kw["lam"] * res.cost, rel=1e-12, abs=1e-12
         ), msg
         if mode == "exact":
-            assert (
-                res.quality == np.asarray(kw["quality"])[list(res.supermodel)].max()
-            ), msg
+            assert res.quality == np.asarray(kw["quality"])[list(res.supermodel)].max(), msg
 
 
 def test_routing_is_argmax_of_utility(backend: str) -> None:
@@ -643,9 +610,7 @@ def test_lambda_extremes(backend: str) -> None:
         res = cr.search_supermodel(q, c, 1e6, var=np.full(k, 0.01), force_order=False)
         assert res.supermodel == (int(np.argmin(c)),)
         # A huge lam after models ran: stop.
-        ran = tuple(
-            sorted(rng.choice(k, size=int(rng.integers(1, k + 1)), replace=False))
-        )
+        ran = tuple(sorted(rng.choice(k, size=int(rng.integers(1, k + 1)), replace=False)))
         res = cr.search_supermodel(q, c, 1e6, ran=ran, force_order=False)
         assert res.next_model is None and res.supermodel == ran
 
@@ -671,9 +636,7 @@ def test_pruning_cuts_the_search(backend: str) -> None:
         assert full.evaluated == 2**k - 1
         assert_same(pruned, full, kw, "pruned vs unpruned", rtol=0.0)
         ratios.append(pruned.evaluated / full.evaluated)
-        cascade = [
-            _search(kw, prune=p, prefixes_only=True).evaluated for p in (False, True)
-        ]
+        cascade = [_search(kw, prune=p, prefixes_only=True).evaluated for p in (False, True)]
         assert cascade == [k, k]
     assert max(ratios) <= 1.0
     assert np.median(ratios) < 0.5, ratios
@@ -710,9 +673,7 @@ def test_evaluated_count_formula() -> None:
     assert n_candidates(3, (1,), None, True, False) == 2  # {1}, {1,2}
     assert n_candidates(3, (1,), None, False, False) == 4
     assert n_candidates(4, (), 2, False, False) == 4 + 6
-    assert (
-        n_candidates(4, (0,), None, False, True) == 4
-    )  # {0}, {0,1}, {0,1,2}, {0,1,2,3}
+    assert n_candidates(4, (0,), None, False, True) == 4  # {0}, {0,1}, {0,1,2}, {0,1,2,3}
     assert n_candidates(4, (), 2, False, True) == 2
     assert n_candidates(5, (0, 1, 2, 3, 4), None, False, False) == 1
     assert math.comb(11, 5) == 462
@@ -745,20 +706,14 @@ def test_bounds_hand_example(backend: str) -> None:
     q, c, var = [0.8, 0.8], [0.1, 0.1], [0.25, 0.25]
     free = cr.search_supermodel(q, c, 2.3, var=var, n_samples=4096)
     assert free.supermodel == (0, 1) and free.quality > 1.08
-    clipped = cr.search_supermodel(
-        q, c, 2.3, var=var, n_samples=4096, quality_bounds=(0, 1)
-    )
+    clipped = cr.search_supermodel(q, c, 2.3, var=var, n_samples=4096, quality_bounds=(0, 1))
     assert clipped.supermodel == (0,) and clipped.next_model == 0
     # Q({0}) = E[clip(Z, 0, 1)] for Z ~ N(0.8, 0.25), in closed form.
     from scipy.stats import norm
 
     mu, sd = 0.8, 0.5
     a, b = (0.0 - mu) / sd, (1.0 - mu) / sd
-    want = (
-        mu * (norm.cdf(b) - norm.cdf(a))
-        + sd * (norm.pdf(a) - norm.pdf(b))
-        + 1.0 * norm.sf(b)
-    )
+    want = mu * (norm.cdf(b) - norm.cdf(a)) + sd * (norm.pdf(a) - norm.pdf(b)) + 1.0 * norm.sf(b)
     assert clipped.quality == pytest.approx(want, abs=0.006 * sd)
     # Exact means are clipped too: a "quality" of 1.3 counts as 1.
     r = cr.search_supermodel([0.95, 1.3], [0.01, 0.5], 0.2, quality_bounds=(0.0, 1.0))
@@ -772,27 +727,19 @@ def test_bounds_hand_example(backend: str) -> None:
 
 @pytest.mark.parametrize("adversarial", [False, True], ids=["random", "ties"])
 @pytest.mark.parametrize("mode", MODES)
-def test_bounds_match_brute_force_oracle(
-    backend: str, mode: str, adversarial: bool
-) -> None:
+def test_bounds_match_brute_force_oracle(backend: str, mode: str, adversarial: bool) -> None:
     rng = np.random.default_rng([12, MODES.index(mode), adversarial])
     changed = 0
     for _ in range(150):
-        kw = _bounded(
-            rng, mode, adversarial=adversarial, k_max=7, well_conditioned=True
-        )
+        kw = _bounded(rng, mode, adversarial=adversarial, k_max=7, well_conditioned=True)
         _check_oracle(kw)
         changed += _search(kw).quality != _search(kw, quality_bounds=None).quality
-    assert changed > 30, (
-        "the drawn bounds hardly ever clip: the test would prove little"
-    )
+    assert changed > 30, "the drawn bounds hardly ever clip: the test would prove little"
 
 
 @pytest.mark.parametrize("adversarial", [False, True], ids=["random", "ties"])
 @pytest.mark.parametrize("mode", MODES)
-def test_bounds_pruned_equals_unpruned(
-    backend: str, mode: str, adversarial: bool
-) -> None:
+def test_bounds_pruned_equals_unpruned(backend: str, mode: str, adversarial: bool) -> None:
     """The pruning lemma stays exact under clipping (Q is still submodular)."""
     n = 300 if backend == "numpy" else 800
     rng = np.random.default_rng([23, MODES.index(mode), adversarial])
@@ -808,9 +755,7 @@ def test_bounds_pruned_equals_unpruned(
 
 
 @st.composite
-def hyp_bounded_instances(
-    draw: st.DrawFn, modes: tuple[str, ...] = MODES
-) -> dict[str, Any]:
+def hyp_bounded_instances(draw: st.DrawFn, modes: tuple[str, ...] = MODES) -> dict[str, Any]:
     kw = draw(hyp_instances(modes))
     edges = st.one_of(
         st.sampled_from([0.0, 0.5, 1.0]),
@@ -824,9 +769,7 @@ def hyp_bounded_instances(
 
 
 @given(kw=hyp_bounded_instances())
-def test_hypothesis_bounds_pruned_equals_unpruned(
-    backend: str, kw: dict[str, Any]
-) -> None:
+def test_hypothesis_bounds_pruned_equals_unpruned(backend: str, kw: dict[str, Any]) -> None:
     full = _search(kw, prune=False)
     pruned = _search(kw, prune=True)
     assert_same(pruned, full, kw, "pruned vs unpruned", rtol=0.0)
@@ -848,9 +791,7 @@ def test_bounds_backends_agree(fast_backend: str, mode: str, adversarial: bool) 
         got = _search(kw)
         with cr.use_backend("numpy"):
             want = _search(kw)
-        assert_same(
-            got, want, kw, f"{fast_backend} vs numpy", rtol=0.0, check_evaluated=True
-        )
+        assert_same(got, want, kw, f"{fast_backend} vs numpy", rtol=0.0, check_evaluated=True)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -883,9 +824,7 @@ def test_bounds_clip_the_same_way_on_every_backend(backend: str) -> None:
         ([0.0], (-1.0, -0.0)),
         ([-0.0, -0.0], (-0.0, 1.0)),
     ]:
-        r = cr.search_supermodel(
-            q, np.zeros(len(q)), 0.0, ran=[0], quality_bounds=bounds
-        )
+        r = cr.search_supermodel(q, np.zeros(len(q)), 0.0, ran=[0], quality_bounds=bounds)
         assert r.quality == 0.0 and np.signbit(r.quality) == np.signbit(q[0]), (
             q,
             bounds,
@@ -905,9 +844,7 @@ def test_infinite_bounds_are_no_bounds(backend: str, mode: str) -> None:
         assert _search(kw, quality_bounds=[-1e100, 1e100]) == want, describe(kw)
     q, v = [0.1, 0.7, 0.4], [0.1, 0.2, 0.3]
     for bounds in [(-math.inf, math.inf), (-1e100, 1e100)]:
-        assert cr.expected_max(q, var=v, quality_bounds=bounds) == cr.expected_max(
-            q, var=v
-        )
+        assert cr.expected_max(q, var=v, quality_bounds=bounds) == cr.expected_max(q, var=v)
 
 
 @pytest.mark.parametrize("options", ["free", "force_order", "prefixes_only"])
@@ -931,9 +868,7 @@ def test_bounds_batch_equals_loop(backend: str, mode: str, options: str) -> None
             kw["quality_bounds"] = bounds
             one = _search(kw, prune=prune)
             msg = f"row {r}: batch != single {one}\nreproducer: {describe(kw)}"
-            assert res.next_model[r] == (
-                -1 if one.next_model is None else one.next_model
-            ), msg
+            assert res.next_model[r] == (-1 if one.next_model is None else one.next_model), msg
             assert tuple(np.flatnonzero(res.supermodel[r])) == one.supermodel, msg
             assert res.utility[r] == one.utility, msg
             assert res.quality[r] == one.quality, msg
@@ -993,11 +928,7 @@ def _replay_by_search(
             post = ran != 0
             q = np.where(post, d["post_quality"][r], d["ante_quality"][r])
             c = np.where(post, d["post_cost"][r], d["ante_cost"][r])
-            sd = (
-                np.where(post, d["post_sd"][r], d["ante_sd"][r])
-                if use_sd
-                else np.zeros(k)
-            )
+            sd = np.where(post, d["post_sd"][r], d["ante_sd"][r]) if use_sd else np.zeros(k)
             lam = float(lambdas[min(j, len(lambdas) - 1)])
             nm = be.search(
                 q,
@@ -1102,17 +1033,13 @@ def test_bounds_replay_kernel_equals_search_loop(backend: str, use_sd: bool) -> 
         bounds = [(0.0, 1.0), (0.0, math.inf), (-math.inf, 0.9), (0.3, 0.8)][trial % 4]
         got = _replay_kernel(be, d, lambdas, prefer, normals, use_sd, opts, *bounds)
         want = _replay_by_search(be, d, lambdas, prefer, normals, use_sd, opts, *bounds)
-        for name, x, y in zip(
-            ("selected", "n_run", "order", "cost", "quality"), got, want
-        ):
+        for name, x, y in zip(("selected", "n_run", "order", "cost", "quality"), got, want):
             assert np.array_equal(x, y), (
                 f"trial {trial}: {name} differs at {np.flatnonzero(x != y)}"
             )
         # Threads do not matter, and the bounds did change some decisions.
         for x, y in zip(
-            _replay_kernel(
-                be, d, lambdas, prefer, normals, use_sd, opts, *bounds, n_threads=2
-            ),
+            _replay_kernel(be, d, lambdas, prefer, normals, use_sd, opts, *bounds, n_threads=2),
             got,
         ):
             assert np.array_equal(x, y)
@@ -1120,9 +1047,7 @@ def test_bounds_replay_kernel_equals_search_loop(backend: str, use_sd: bool) -> 
         n_differ += int(np.sum(np.any(free[2] != got[2], axis=1)))
         # The threshold cascade does not search: bounds change nothing.
         thr = _replay_kernel(be, d, lambdas, prefer, normals, use_sd, opts, strategy=1)
-        thr_b = _replay_kernel(
-            be, d, lambdas, prefer, normals, use_sd, opts, *bounds, strategy=1
-        )
+        thr_b = _replay_kernel(be, d, lambdas, prefer, normals, use_sd, opts, *bounds, strategy=1)
         for x, y in zip(thr, thr_b):
             assert np.array_equal(x, y)
     assert n_differ > 20, n_differ

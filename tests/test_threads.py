@@ -9,9 +9,10 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import cascade_routing as cr
 import numpy as np
 import pytest
+
+import cascade_routing as cr
 from _backends import activate_backend
 from _cases import MODES, random_instance
 
@@ -26,10 +27,7 @@ def threaded_backend(request: pytest.FixtureRequest) -> Iterator[str]:
 
 def _instances() -> list[dict[str, Any]]:
     rng = np.random.default_rng(2024)
-    out = [
-        random_instance(rng, MODES[i % 3], adversarial=i % 4 == 3, k_max=9)
-        for i in range(150)
-    ]
+    out = [random_instance(rng, MODES[i % 3], adversarial=i % 4 == 3, k_max=9) for i in range(150)]
     # A few large searches (no pruning possible at lam = 0) so that the GIL is released while
     # other threads are inside the core.
     for k in (10, 11):
@@ -112,9 +110,7 @@ def test_threads_agree_with_one_thread(threaded_backend: str) -> None:
     barrier = threading.Barrier(N_WORKERS)
     with ThreadPoolExecutor(max_workers=N_WORKERS) as pool:
         futures = [
-            pool.submit(
-                _run_many, instances, batches, order, barrier if w < N_WORKERS else None
-            )
+            pool.submit(_run_many, instances, batches, order, barrier if w < N_WORKERS else None)
             for w, order in enumerate(orders)
         ]
         results = [f.result(timeout=300) for f in futures]
@@ -136,9 +132,7 @@ def test_batch_threads_from_threads(threaded_backend: str) -> None:
     with ThreadPoolExecutor(max_workers=N_WORKERS) as pool:
         got = list(
             pool.map(
-                lambda job: cr.search_supermodel_batch(
-                    **batches[job[0]], n_threads=job[1]
-                ),
+                lambda job: cr.search_supermodel_batch(**batches[job[0]], n_threads=job[1]),
                 jobs,
             )
         )
@@ -183,10 +177,28 @@ def _fixed_input() -> tuple[dict[str, Any], dict[str, Any], list[Any]]:
     def mat(scale: float = 1.0) -> np.ndarray:
         return rng.uniform(size=(m, k)) * scale
 
-    replay = [mat(), mat(), mat(0.1), mat(0.01), mat(), mat(), mat(), mat(),
-              np.array([0.2, 0.1, 0.05]), (rng.random(m) < 0.5).astype(np.uint8),
-              rng.standard_normal((32, k)), True, 0, np.zeros(k), k, False, False, True, 8,
-              False]
+    replay = [
+        mat(),
+        mat(),
+        mat(0.1),
+        mat(0.01),
+        mat(),
+        mat(),
+        mat(),
+        mat(),
+        np.array([0.2, 0.1, 0.05]),
+        (rng.random(m) < 0.5).astype(np.uint8),
+        rng.standard_normal((32, k)),
+        True,
+        0,
+        np.zeros(k),
+        k,
+        False,
+        False,
+        True,
+        8,
+        False,
+    ]
     return batch, single, replay
 
 
@@ -209,8 +221,9 @@ def test_stress_threads_on_one_input(threaded_backend: str) -> None:
         checked = 0
         for r in range(STRESS_ROUNDS):
             n_threads = (worker + r) % 3  # 0 = per core, 1, 2
-            _assert_batch_equal(cr.search_supermodel_batch(**batch, n_threads=n_threads),
-                                want_batch)
+            _assert_batch_equal(
+                cr.search_supermodel_batch(**batch, n_threads=n_threads), want_batch
+            )
             assert cr.search_supermodel(**single) == want_single
             checked += 2
             if core is not None:

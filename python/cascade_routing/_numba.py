@@ -80,12 +80,8 @@ def _all_arguments(fn, compiled):  # type: ignore[no-untyped-def]
 
 
 search = _all_arguments(ref.search_kernel, _jit(_rebind(ref.search_kernel)))
-_search_batch = _all_arguments(
-    ref.search_batch_kernel, _jit(_rebind(ref.search_batch_kernel))
-)
-_replay = _all_arguments(
-    ref.replay_two_phase_kernel, _jit(_rebind(ref.replay_two_phase_kernel))
-)
+_search_batch = _all_arguments(ref.search_batch_kernel, _jit(_rebind(ref.search_batch_kernel)))
+_replay = _all_arguments(ref.replay_two_phase_kernel, _jit(_rebind(ref.replay_two_phase_kernel)))
 
 
 def search_batch(*args, n_threads=1, **kwargs):  # type: ignore[no-untyped-def]

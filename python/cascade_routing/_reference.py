@@ -38,8 +38,9 @@ def cholesky_psd(cov):
     """Lower Cholesky factor of a positive semi-definite matrix.
 
     A pivot that is not positive (a zero or numerically negative eigen-direction, or below
-    1e-12 of that model's variance) gets a zero column, so semi-definite matrices (e.g. a model whose estimate is exact) are handled without
-    jitter. The loop order is fixed so that every backend computes the same bits.
+    1e-12 of that model's variance) gets a zero column, so semi-definite matrices (e.g. a
+    model whose estimate is exact) are handled without jitter. The loop order is fixed so
+    that every backend computes the same bits.
     """
     k = cov.shape[0]
     lower = np.zeros((k, k))
@@ -262,8 +263,23 @@ def search_kernel(
     ns = normals.shape[0] if mode != 0 else 0
     ws = make_workspace(k, ns)
     res = search_with_workspace(
-        quality, cost, lam, mode, sd, chol, np.ascontiguousarray(normals.T), ran, max_depth,
-        force_order, prefixes_only, prune, prefer_expensive, digits, ws, lower, upper,
+        quality,
+        cost,
+        lam,
+        mode,
+        sd,
+        chol,
+        np.ascontiguousarray(normals.T),
+        ran,
+        max_depth,
+        force_order,
+        prefixes_only,
+        prune,
+        prefer_expensive,
+        digits,
+        ws,
+        lower,
+        upper,
     )
     return res[0], ws[6].copy(), res[1], res[2], res[3], res[4]
 
@@ -474,8 +490,9 @@ def search_batch_kernel(
 
     ``quality``, ``cost``, ``ran``: ``(n, k)``; ``lam``, ``prefer_expensive``: ``(n,)``;
     ``sd``: ``(n, k)`` standard deviations (mode 1); ``chol``: ``(n, k, k)`` Cholesky factors
-    (mode 2); the unused one may be an empty dummy with the leading dimension ``n``. Returns ``next_model (n,)``, ``mask (n, k)``, ``utility``,
-    ``quality``, ``cost`` ``(n,)`` and ``evaluated (n,)``.
+    (mode 2); the unused one may be an empty dummy with the leading dimension ``n``. Returns
+    ``next_model (n,)``, ``mask (n, k)``, ``utility``, ``quality``, ``cost`` ``(n,)`` and
+    ``evaluated (n,)``.
     """
     n, k = quality.shape
     nxt = np.empty(n, dtype=np.int64)
