@@ -80,14 +80,3 @@ __all__ = [
     "standard_normals",
     "use_backend",
 ]
-
-# Data, metrics and evaluation pull in pandas, scikit-learn and matplotlib: load on first use.
-_LAZY_MODULES = ("datasets", "evaluation", "metrics", "real_estimators", "simulation")
-
-
-def __getattr__(name: str) -> object:
-    if name in _LAZY_MODULES:
-        import importlib
-
-        return importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
