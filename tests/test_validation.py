@@ -219,3 +219,10 @@ def test_answers_and_ran_mask() -> None:
         validation.check_answers([["x", None]], 1, 2, full=True)
     with pytest.raises(ValueError, match="answers has 2 rows"):
         validation.check_answers([["x"], ["y"]], 1, 1, full=False)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpp"])
+def test_huge_n_threads_is_refused_on_every_backend(backend: str) -> None:
+    with cr.use_backend(backend):
+        with pytest.raises(ValueError, match="n_threads"):
+            cr.search_supermodel_batch([[0.1, 0.2]], [[0.1, 0.2]], 0.1, n_threads=2**40)

@@ -20,8 +20,7 @@ from .options import SearchOptions, UncertaintyMode
 from .validation import (
     MAX_MAGNITUDE,
     MAX_MODELS,
-    MAX_SAMPLES,
-    PSD_TOLERANCE,
+    MAX_THREADS,
     _all_finite,
     check_bounds,
     check_choice,
@@ -511,7 +510,7 @@ def search_supermodel_batch(
     fewest_ran = int(ran_m.sum(axis=1).min()) if n else 0
     check_work(k, fewest_ran, options.max_depth, n_smp, max_work)
     normals = standard_normals(k, n_smp, check_seed(seed)) if mode else np.zeros((0, k))
-    threads = check_int(n_threads, "n_threads", 0)
+    threads = check_int(n_threads, "n_threads", 0, MAX_THREADS)
     nm, mask, util, qual, cst, evaluated = _backend.active().run_search_batch(
         q, c, lam_v, mode, sd, chol, normals, ran_m, options, pref, threads
     )

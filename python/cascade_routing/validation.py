@@ -24,6 +24,8 @@ from numpy.typing import NDArray
 
 #: The largest number of models a strategy or a search accepts (a supermodel is a 64-bit mask).
 MAX_MODELS = 64
+#: The largest ``n_threads`` accepted (the threads used are also capped at the cores).
+MAX_THREADS = 1024
 #: The largest number of quasi-Monte Carlo samples per decision.
 MAX_SAMPLES = 1 << 16
 #: Largest magnitude accepted for qualities, costs, variances and multipliers: far beyond any
@@ -413,6 +415,7 @@ __all__ = [
     "MAX_MAGNITUDE",
     "MAX_MODELS",
     "MAX_SAMPLES",
+    "MAX_THREADS",
     "PSD_TOLERANCE",
     "UnknownModelError",
     "all_within",
