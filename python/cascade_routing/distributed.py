@@ -1,0 +1,772 @@
+"""Fitting a strategy on a Dask cluster, from logged data in Parquet partitions.
+
+The fit is the in-memory fit of :mod:`cascade_routing.strategies.fitting` (same bound
+doubling, bisection and γ; docs/algorithm.md §9) with a different replayer: each replay at one
+multiplier is a map over the partitions, where a worker reads one partition, runs the compiled
+two-phase replay on it exactly as
+:class:`~cascade_routing.strategies.replay.TableReplayer` does, and returns exact sums; the
+client adds them up. Per-query arrays never leave the workers.
+
+Exact sums
+----------
+A worker returns the sum of its per-query costs and qualities *exactly*, as an integer
+multiple of ``2**-1074`` (every float64 is one; see :func:`exact_sum`). The client adds the
+integers and divides by the number of queries with one correctly rounded division
+(:func:`exact_mean`). The mean therefore does not depend on how the log is partitioned or
+in which order partial sums arrive, and equals :func:`exact_mean` of the whole in-memory
+column.
+
+Parquet schema (:func:`write_partitions`)
+-----------------------------------------
+A directory of ``part-NNNNN.parquet`` files, every column float64 without nulls, one row per
+logged query. For each model ``m`` (as named by the strategy):
+
+========================  =========================================================
+column                    meaning
+========================  =========================================================
+``ante_quality/m``        ex-ante quality estimate (before ``m`` runs)
+``post_quality/m``        post-hoc quality estimate (after ``m`` has run)
+``ante_cost/m``           ex-ante cost estimate (non-negative)
+``post_cost/m``           post-hoc cost estimate (non-negative)
+``true_quality/m``        the logged quality of ``m``'s answer
+``true_cost/m``           the logged cost of calling ``m`` (non-negative)
+``ante_var/m``            optional: variance of the ex-ante estimate (non-negative)
+``post_var/m``            optional: variance of the post-hoc estimate (non-negative)
+========================  =========================================================
+
+The variances are used (``use_sd`` in the compiled replay) when every partition has them.
+The schema metadata key ``cascade_routing.models`` holds the model names as JSON; a strategy
+whose models differ is refused.
+
+Memory
+------
+Workers read one partition per task; with one thread per worker, a worker holds one
+partition's tables (about three copies of ``rows × models × 8 columns × 8`` bytes at the
+peak) plus the replay's outputs. Choose ``rows_per_partition`` accordingly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from . import _backend
+from .engine import standard_normals
+from .options import ReplayKind, SearchOptions
+from .strategies import fitting
+from .strategies.replay import TableReplayer
+from .validation import check_choice, check_int, check_number, check_seed, float_array
+
+if TYPE_CHECKING:
+    from .strategies.base import Strategy
+
+log = logging.getLogger("cascade_routing.distributed")
+
+#: Columns every partition has, per model.
+FIELDS = ("ante_quality", "post_quality", "ante_cost", "post_cost", "true_quality", "true_cost")
+#: Optional columns, per model (both or neither).
+VAR_FIELDS = ("ante_var", "post_var")
+_NONNEGATIVE = frozenset({"ante_cost", "post_cost", "true_cost", "ante_var", "post_var"})
+#: Schema metadata key holding the model names (JSON list).
+MODELS_KEY = b"cascade_routing.models"
+
+# Every finite float64 is an integer multiple of 2**-1074: sign * mantissa * 2**(E - 1075)
+# with the biased exponent E (1 for subnormals) and the 53-bit integer mantissa.
+_UNIT_EXP = 1074
+# Values per vectorised step (stays in cache) and per exact flush of the per-exponent sums
+# (|mantissa half| < 2**27, so 2**25 of them sum exactly in float64).
+_STEP = 1 << 16
+_FLUSH = 1 << 25
+
+
+# ---------------------------------------------------------------------------- exact sums
+
+
+def exact_sum(values: ArrayLike) -> int:
+    """The exact sum of finite float64 ``values``, as an integer number of ``2**-1074``.
+
+    Vectorised: each value's bits give its integer mantissa and exponent; the mantissas'
+    high and low 26-bit halves are summed per exponent with ``bincount`` (exact: the partial
+    sums stay below 2**53), and the per-exponent sums are combined as Python integers.
+    """
+    x = np.ascontiguousarray(values, dtype=np.float64).ravel()
+    bits = x.view(np.int64)
+    total = 0
+    for flush in range(0, x.size, _FLUSH):
+        hi_t = np.zeros(2048)
+        lo_t = np.zeros(2048)
+        for start in range(flush, min(flush + _FLUSH, x.size), _STEP):
+            b = bits[start : start + _STEP]
+            biased = (b >> 52) & 0x7FF
+            mant = (b & ((1 << 52) - 1)) | ((biased != 0).astype(np.int64) << 52)
+            mant = np.where(b < 0, -mant, mant)
+            exp = np.maximum(biased, 1)
+            hi_t += np.bincount(exp, weights=mant >> 26, minlength=2048)
+            lo_t += np.bincount(exp, weights=mant & ((1 << 26) - 1), minlength=2048)
+        for e in np.flatnonzero((hi_t != 0) | (lo_t != 0)).tolist():
+            total += ((int(hi_t[e]) << 26) + int(lo_t[e])) << (e - 1)
+    return total
+
+
+def exact_mean_of(total: int, count: int) -> float:
+    """``total · 2**-1074 / count`` correctly rounded (one integer division); 0 if empty."""
+    if count <= 0:
+        return 0.0
+    return total / (count << _UNIT_EXP)
+
+
+def exact_mean(values: ArrayLike) -> float:
+    """The correctly rounded mean of ``values`` (independent of summation order)."""
+    x = np.asarray(values, dtype=np.float64)
+    return exact_mean_of(exact_sum(x), x.size)
+
+
+@dataclass(frozen=True)
+class ReplaySums:
+    """What a distributed replay returns: exact sums over all queries (see :func:`exact_sum`).
+
+    It has the ``mean_cost`` and ``mean_quality`` of a
+    :class:`~cascade_routing.strategies.replay.ReplayResult`, which is all fitting reads.
+    """
+
+    n: int
+    cost_sum: int
+    quality_sum: int
+
+    @property
+    def mean_cost(self) -> float:
+        return exact_mean_of(self.cost_sum, self.n)
+
+    @property
+    def mean_quality(self) -> float:
+        return exact_mean_of(self.quality_sum, self.n)
+
+    def __add__(self, other: ReplaySums) -> ReplaySums:
+        return ReplaySums(
+            self.n + other.n,
+            self.cost_sum + other.cost_sum,
+            self.quality_sum + other.quality_sum,
+        )
+
+
+# ---------------------------------------------------------------------------- writing
+
+
+def column(field: str, model: str) -> str:
+    """The Parquet column of ``field`` for ``model``."""
+    return f"{field}/{model}"
+
+
+def _tables(
+    models: tuple[str, ...], tables: dict[str, ArrayLike | None]
+) -> dict[str, NDArray[np.float64]]:
+    from .validation import check_model_names
+
+    check_model_names(models)
+    k = len(models)
+    out: dict[str, NDArray[np.float64]] = {}
+    shape: tuple[int, ...] | None = None
+    for name, value in tables.items():
+        if value is None:
+            continue
+        arr = float_array(
+            value,
+            name,
+            2,
+            shape=shape,
+            layout="queries x models",
+            nonnegative=name in _NONNEGATIVE,
+        )
+        if arr.shape[1] != k:
+            raise ValueError(f"{name} has {arr.shape[1]} model columns; models lists {k}")
+        shape = arr.shape
+        out[name] = arr
+    if ("ante_var" in out) != ("post_var" in out):
+        raise ValueError("give both ante_var and post_var, or neither")
+    return out
+
+
+def write_partition(
+    file: str | Path,
+    models: Sequence[str],
+    *,
+    ante_quality: ArrayLike,
+    post_quality: ArrayLike,
+    ante_cost: ArrayLike,
+    post_cost: ArrayLike,
+    true_quality: ArrayLike,
+    true_cost: ArrayLike,
+    ante_var: ArrayLike | None = None,
+    post_var: ArrayLike | None = None,
+    compression: str = "none",
+) -> int:
+    """Write one partition file (the schema in the module docstring); returns its rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    names = tuple(models)
+    arrays = _tables(
+        names,
+        {
+            "ante_quality": ante_quality,
+            "post_quality": post_quality,
+            "ante_cost": ante_cost,
+            "post_cost": post_cost,
+            "true_quality": true_quality,
+            "true_cost": true_cost,
+            "ante_var": ante_var,
+            "post_var": post_var,
+        },
+    )
+    cols = {
+        column(field, m): pa.array(arr[:, j])
+        for field, arr in arrays.items()
+        for j, m in enumerate(names)
+    }
+    table = pa.table(cols).replace_schema_metadata({MODELS_KEY: json.dumps(list(names))})
+    pq.write_table(table, str(file), compression=compression)
+    return int(arrays["true_cost"].shape[0])
+
+
+def write_partitions(
+    path: str | Path,
+    models: Sequence[str],
+    *,
+    ante_quality: ArrayLike,
+    post_quality: ArrayLike,
+    ante_cost: ArrayLike,
+    post_cost: ArrayLike,
+    true_quality: ArrayLike,
+    true_cost: ArrayLike,
+    ante_var: ArrayLike | None = None,
+    post_var: ArrayLike | None = None,
+    rows_per_partition: int = 1_000_000,
+    compression: str = "none",
+) -> list[Path]:
+    """Write in-memory ``(n, k)`` tables as Parquet partitions under the directory ``path``.
+
+    Row ``i`` of every table is logged query ``i``; column ``j`` is ``models[j]``. The
+    directory is created; it must not hold ``.parquet`` files already. Returns the files in
+    order. See the module docstring for the schema.
+    """
+    rows = check_int(rows_per_partition, "rows_per_partition", 1)
+    names = tuple(models)
+    arrays = _tables(
+        names,
+        {
+            "ante_quality": ante_quality,
+            "post_quality": post_quality,
+            "ante_cost": ante_cost,
+            "post_cost": post_cost,
+            "true_quality": true_quality,
+            "true_cost": true_cost,
+            "ante_var": ante_var,
+            "post_var": post_var,
+        },
+    )
+    n = arrays["true_cost"].shape[0]
+    if n == 0:
+        raise ValueError("the tables hold no rows; pass at least one logged query")
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    if any(folder.glob("*.parquet")):
+        raise ValueError(f"path {folder} already holds .parquet files; use an empty directory")
+    files = []
+    for part, start in enumerate(range(0, n, rows)):
+        file = folder / f"part-{part:05d}.parquet"
+        chunk = {name: arr[start : start + rows] for name, arr in arrays.items()}
+        write_partition(file, names, compression=compression, **chunk)
+        files.append(file)
+    return files
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+def partition_files(path: str | Path | Sequence[str | Path]) -> list[str]:
+    """The partition files of ``path``: a directory (its ``*.parquet``, sorted), one file, or
+    a sequence of files."""
+    if isinstance(path, (str, Path)):
+        p = Path(path)
+        if p.is_dir():
+            files = sorted(str(f) for f in p.glob("*.parquet"))
+        elif p.is_file():
+            files = [str(p)]
+        else:
+            raise ValueError(f"parquet_path {p} is neither a directory nor a file")
+    else:
+        files = [str(f) for f in path]
+    if not files:
+        raise ValueError(f"parquet_path {path} holds no .parquet files; see write_partitions")
+    return files
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What the client knows of the partitions (schemas only, no data read)."""
+
+    files: tuple[str, ...]
+    rows: tuple[int, ...]
+    use_var: bool
+
+    @property
+    def n_queries(self) -> int:
+        return sum(self.rows)
+
+
+def inspect_partitions(files: Sequence[str], models: Sequence[str]) -> DatasetInfo:
+    """Check every partition's schema against ``models`` (footers only); ValueError if not."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    k = len(models)
+    rows = []
+    has_var = []
+    for f in files:
+        meta = pq.ParquetFile(f)
+        schema = meta.schema_arrow
+        stored = (schema.metadata or {}).get(MODELS_KEY)
+        if stored is not None:
+            data_models = json.loads(stored)
+            if len(data_models) != k:
+                raise ValueError(
+                    f"partition {f} holds {len(data_models)} models {data_models}; the strategy "
+                    f"has {k} {list(models)}. Fit a strategy over the logged models"
+                )
+            if list(data_models) != list(models):
+                raise ValueError(
+                    f"partition {f} holds models {data_models}; the strategy has "
+                    f"{list(models)} (same names, same order)"
+                )
+        names = set(schema.names)
+        missing = [column(fl, m) for fl in FIELDS for m in models if column(fl, m) not in names]
+        if missing:
+            raise ValueError(
+                f"partition {f} misses columns {missing[:6]}{' ...' if len(missing) > 6 else ''};"
+                " see cascade_routing.distributed for the schema"
+            )
+        var = [column(fl, m) in names for fl in VAR_FIELDS for m in models]
+        if any(var) and not all(var):
+            raise ValueError(f"partition {f} has some variance columns but not all of them")
+        for fl in FIELDS + (VAR_FIELDS if all(var) else ()):
+            for m in models:
+                typ = schema.field(column(fl, m)).type
+                if not (pa.types.is_floating(typ) or pa.types.is_integer(typ)):
+                    raise ValueError(
+                        f"column {column(fl, m)} of partition {f} has type {typ}; expected float64"
+                    )
+        rows.append(int(meta.metadata.num_rows))
+        has_var.append(all(var))
+    if any(has_var) and not all(has_var):
+        raise ValueError(
+            "some partitions have variance columns and others not; use the same schema"
+        )
+    if sum(rows) == 0:
+        raise ValueError("the partitions hold no rows; pass at least one logged query")
+    return DatasetInfo(tuple(files), tuple(rows), bool(has_var and all(has_var)))
+
+
+def read_partition(
+    file: str, models: Sequence[str], fields: Sequence[str], order: NDArray[np.int64]
+) -> dict[str, NDArray[np.float64]]:
+    """``fields`` of one partition as validated ``(n, k)`` float64 tables, columns in
+    ``order`` (positions in ``models``)."""
+    import pyarrow.parquet as pq
+
+    names = [m for m in models]
+    wanted = [column(fl, names[p]) for fl in fields for p in order.tolist()]
+    table = pq.read_table(file, columns=wanted)
+    k = order.shape[0]
+    out: dict[str, NDArray[np.float64]] = {}
+    for fl in fields:
+        n = table.num_rows
+        arr = np.empty((n, k))
+        for j, p in enumerate(order.tolist()):
+            col = table.column(column(fl, names[p]))
+            if col.null_count:
+                raise ValueError(f"column {column(fl, names[p])} of partition {file} has nulls")
+            arr[:, j] = col.to_numpy()
+        out[fl] = float_array(
+            arr,
+            f"{fl} of partition {file}",
+            2,
+            layout="queries x models",
+            nonnegative=fl in _NONNEGATIVE,
+            hint="drop or fill those rows first",
+        )
+    return out
+
+
+# ---------------------------------------------------------------------------- worker tasks
+
+
+@dataclass(frozen=True)
+class ReplaySpec:
+    """Everything a worker needs to replay its partition (no estimator, no strategy)."""
+
+    models: tuple[str, ...]
+    order: NDArray[np.int64]
+    use_var: bool
+    normals: NDArray[np.float64]
+    kind: ReplayKind
+    options: SearchOptions
+    select_last: bool
+    backend: str
+    n_threads: int
+
+
+def partition_stats(file: str, models: tuple[str, ...]) -> tuple[int, list[int], float, float]:
+    """Rows, exact per-model sums of the true cost, and the post-hoc quality range."""
+    order = np.arange(len(models), dtype=np.int64)
+    t = read_partition(file, models, ("post_quality", "true_cost"), order)
+    post, cost = t["post_quality"], t["true_cost"]
+    sums = [exact_sum(cost[:, j]) for j in range(cost.shape[1])]
+    lo = float(post.min()) if post.size else np.inf
+    hi = float(post.max()) if post.size else -np.inf
+    return int(cost.shape[0]), sums, lo, hi
+
+
+def replay_partition(
+    file: str,
+    spec: ReplaySpec,
+    lambdas: NDArray[np.float64],
+    thresholds: NDArray[np.float64],
+    prefer_expensive: bool,
+) -> ReplaySums:
+    """The compiled two-phase replay of one partition, as exact sums (runs on a worker)."""
+    fields = FIELDS + (VAR_FIELDS if spec.use_var else ())
+    order = np.array(spec.order, dtype=np.int64)
+    # Arrays arrive deserialised from message buffers (read-only, maybe unaligned): copy.
+    lambdas = np.array(lambdas, dtype=np.float64)
+    thresholds = np.array(thresholds, dtype=np.float64)
+    normals = np.array(spec.normals, dtype=np.float64)
+    t = read_partition(file, spec.models, fields, order)
+    n, k = t["true_cost"].shape
+    if spec.use_var:
+        ante_sd, post_sd = np.sqrt(t.pop("ante_var")), np.sqrt(t.pop("post_var"))
+    else:
+        ante_sd = post_sd = np.zeros((n, 0))
+    tables = _backend.ReplayTables(
+        ante_quality=t["ante_quality"],
+        post_quality=t["post_quality"],
+        ante_sd=ante_sd,
+        post_sd=post_sd,
+        ante_cost=t["ante_cost"],
+        post_cost=t["post_cost"],
+        true_quality=t["true_quality"],
+        true_cost=t["true_cost"],
+        use_sd=spec.use_var,
+    )
+    _, _, _, cst, qual = _backend.get(spec.backend).run_replay(
+        tables,
+        lambdas,
+        np.full(n, 1 if prefer_expensive else 0, dtype=np.uint8),
+        normals,
+        spec.kind,
+        thresholds,
+        spec.options,
+        spec.select_last,
+        spec.n_threads,
+    )
+    return ReplaySums(n, exact_sum(np.asarray(cst)), exact_sum(np.asarray(qual)))
+
+
+# ---------------------------------------------------------------------------- replayers
+
+
+class DaskReplayer:
+    """A :class:`~cascade_routing.strategies.replay.Replayer` whose replays are a map over
+    Parquet partitions on a Dask cluster and a reduce of exact sums.
+
+    ``replay`` returns :class:`ReplaySums` (``mean_cost``, ``mean_quality``), not per-query
+    arrays; fitting reads nothing else.
+    """
+
+    engine = "dask"
+
+    def __init__(
+        self,
+        strategy: Strategy,
+        client: Any,
+        info: DatasetInfo,
+        post_range: tuple[float, float],
+        n_threads: int = 1,
+    ) -> None:
+        k = len(strategy.models)
+        self.strategy = strategy
+        self.client = client
+        self.info = info
+        self._post_range = post_range
+        self.spec = ReplaySpec(
+            models=tuple(strategy.models),
+            order=np.asarray(strategy.order_, dtype=np.int64).copy(),
+            use_var=info.use_var,
+            normals=(
+                standard_normals(k, strategy.n_samples, strategy.sample_seed)
+                if info.use_var
+                else np.zeros((0, k))
+            ),
+            kind=strategy.replay_kind,
+            options=strategy.options_,
+            select_last=strategy.select_last,
+            backend=_backend.backend(),
+            n_threads=n_threads,
+        )
+        [self._spec_future] = client.scatter([self.spec], broadcast=True)
+
+    def post_hoc_range(self) -> tuple[float, float]:
+        return self._post_range
+
+    def replay(self, lambdas: NDArray[np.float64], prefer_expensive: bool) -> ReplaySums:
+        k = len(self.strategy.models)
+        lam, thresholds = self.strategy.replay_arguments(lambdas, k)
+        futures = self.client.map(
+            replay_partition,
+            list(self.info.files),
+            spec=self._spec_future,
+            lambdas=np.ascontiguousarray(lam, dtype=np.float64),
+            thresholds=np.ascontiguousarray(thresholds, dtype=np.float64),
+            prefer_expensive=bool(prefer_expensive),
+            pure=False,
+        )
+        parts = self.client.gather(futures)
+        total = ReplaySums(0, 0, 0)
+        for p in parts:
+            total = total + p
+        return total
+
+
+class ExactTableReplayer:
+    """The in-memory :class:`~cascade_routing.strategies.replay.TableReplayer` with exact
+    means (:class:`ReplaySums`): what the in-memory fit computes once its means are exactly
+    rounded. The reference the distributed fit is tested against."""
+
+    engine = "compiled-exact"
+
+    def __init__(self, inner: TableReplayer) -> None:
+        self.inner = inner
+
+    def post_hoc_range(self) -> tuple[float, float]:
+        return self.inner.post_hoc_range()
+
+    def replay(self, lambdas: NDArray[np.float64], prefer_expensive: bool) -> ReplaySums:
+        res = self.inner.replay(lambdas, prefer_expensive)
+        return ReplaySums(res.cost.size, exact_sum(res.cost), exact_sum(res.quality))
+
+
+# ---------------------------------------------------------------------------- fitting
+
+
+def fit_with_replayer(
+    strategy: Strategy,
+    rep: Any,
+    *,
+    budget: Any,
+    n_queries: int,
+    lambdas: str = "constant",
+    n_iter: int | None = None,
+    n_trials: int = 200,
+    progress: Callable[[int, int], None] | None = None,
+    started: float | None = None,
+    extra_info: dict[str, Any] | None = None,
+) -> None:
+    """The body of :func:`cascade_routing.strategies.fitting.fit` after its replayer is made:
+    the same bound doubling, bisection, per-step search and γ, with ``rep``'s replays.
+
+    ``strategy.order_`` and ``strategy.seed`` must already be set.
+    """
+    t0 = time.perf_counter() if started is None else started
+    s = strategy
+    budget = check_number(budget, "budget", 0.0)
+    check_choice(lambdas, "lambdas", ("constant", "per_step"))
+    iters = s.default_iterations if n_iter is None else check_int(n_iter, "n_iter", 0)
+    trials = check_int(n_trials, "n_trials", 0)
+    if progress is not None and not callable(progress):
+        raise TypeError("progress must be a callable progress(done, total) or None")
+    total = iters + 45 + (trials if lambdas == "per_step" else 0)
+    counter = {"replays": 0}
+
+    def evaluate(lam: NDArray[np.float64], expensive: bool) -> Any:
+        res = rep.replay(lam, expensive)
+        counter["replays"] += 1
+        if progress is not None:
+            progress(min(counter["replays"], total), total)
+        return res
+
+    best = s.fit_scale(evaluate, np.ones(1), budget, iters, rep)
+    if lambdas == "per_step" and s.n_steps() > 1 and best.status == fitting.FIT_OK:
+        shape = fitting.search_per_step(
+            evaluate, best.lambdas, budget, trials, s.seed, s.n_steps()
+        )
+        if shape is not None:
+            alt = s.fit_scale(evaluate, shape, budget, iters, rep)
+            alt_quality = fitting.mixture(alt.gamma, alt.cheap, alt.expensive)[1]
+            best_quality = fitting.mixture(best.gamma, best.cheap, best.expensive)[1]
+            if alt_quality > best_quality + 1e-12:
+                best = alt
+    s.lambdas_ = best.lambdas
+    s.lambdas_expensive_ = best.lambdas_expensive
+    s.gamma_ = best.gamma
+    exp_cost, exp_quality = fitting.mixture(best.gamma, best.cheap, best.expensive)
+    s.fit_info_ = {
+        "budget": budget,
+        "status": best.status,
+        "expected_cost": exp_cost,
+        "expected_quality": exp_quality,
+        "cost_cheap": best.cheap.mean_cost,
+        "cost_expensive": best.expensive.mean_cost,
+        "lambdas": "per_step" if best.lambdas.size > 1 else "constant",
+        "replays": counter["replays"],
+        "replay_engine": rep.engine,
+        "seconds": time.perf_counter() - t0,
+        "n_queries": n_queries,
+        **(extra_info or {}),
+    }
+    log.info("%s fitted: %s", type(s).__name__, s.fit_info_)
+
+
+def cost_order(column_means: Sequence[float]) -> NDArray[np.int64]:
+    """Models by ascending mean training cost (ties: the given order), as ``fit`` orders them."""
+    return np.argsort(np.asarray(column_means, dtype=np.float64), kind="stable").astype(np.int64)
+
+
+def _check_client(client: Any) -> None:
+    if not all(callable(getattr(client, a, None)) for a in ("map", "gather", "scatter")):
+        raise TypeError(
+            "client must be a dask.distributed.Client (e.g. Client(LocalCluster())), "
+            f"got {type(client).__name__}"
+        )
+
+
+def fit_distributed(
+    strategy: Strategy,
+    parquet_path: str | Path | Sequence[str | Path],
+    client: Any,
+    *,
+    budget: float,
+    lambdas: str = "constant",
+    n_iter: int | None = None,
+    n_trials: int = 200,
+    seed: int | None = None,
+    n_threads: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+) -> Strategy:
+    """Fit ``strategy`` in place on logged data in Parquet partitions, on a Dask cluster.
+
+    Parameters as :meth:`Strategy.fit <cascade_routing.strategies.base.Strategy.fit>`;
+    ``parquet_path`` is a directory of partitions written by :func:`write_partitions` (or one
+    file, or a list of files), readable by every worker; ``client`` a
+    ``dask.distributed.Client``. The strategy's estimators are not used: the estimates come
+    from the partitions. ``n_threads`` is the compiled replay's threads per task.
+
+    Sets ``lambdas_``, ``lambdas_expensive_``, ``gamma_`` and ``fit_info_`` as the in-memory
+    fit does, with exactly rounded mean costs (see the module docstring), so the result does
+    not depend on the partitioning. Returns the strategy.
+    """
+    started = time.perf_counter()
+    _check_client(client)
+    s = strategy
+    budget = check_number(budget, "budget", 0.0)
+    threads = check_int(n_threads, "n_threads", 0)
+    models = tuple(s.models)
+    info = inspect_partitions(partition_files(parquet_path), models)
+    if seed is not None:
+        s.seed = check_seed(seed)
+    stats = client.gather(client.map(partition_stats, list(info.files), models=models, pure=False))
+    n = sum(st[0] for st in stats)
+    if n != info.n_queries:
+        raise ValueError(
+            f"the partitions changed while fitting ({n} rows, {info.n_queries} expected)"
+        )
+    if isinstance(s.order, str) and s.order == "cost":
+        sums = [sum(st[1][j] for st in stats) for j in range(len(models))]
+        s.order_ = cost_order([exact_mean_of(t, n) for t in sums])
+    post_range = (min(st[2] for st in stats), max(st[3] for st in stats))
+    rep = DaskReplayer(s, client, info, post_range, threads)
+    fit_with_replayer(
+        s,
+        rep,
+        budget=budget,
+        n_queries=n,
+        lambdas=lambdas,
+        n_iter=n_iter,
+        n_trials=n_trials,
+        progress=progress,
+        started=started,
+        extra_info={"partitions": len(info.files)},
+    )
+    return s
+
+
+def fit_exact_in_memory(
+    strategy: Strategy,
+    rows: ArrayLike,
+    quality: ArrayLike,
+    cost: ArrayLike,
+    *,
+    budget: float,
+    lambdas: str = "constant",
+    n_iter: int | None = None,
+    n_trials: int = 200,
+    seed: int | None = None,
+    n_threads: int = 1,
+) -> Strategy:
+    """The in-memory fit of a table-backed strategy with exactly rounded means: the result
+    :func:`fit_distributed` reproduces on the same data. ``rows`` index the estimators'
+    tables; ``quality`` and ``cost`` are the true ``(n, k)`` tables of those rows."""
+    from .strategies.replay import make_replayer
+
+    started = time.perf_counter()
+    s = strategy
+    idx = np.asarray(rows)
+    full = [[0] * len(s.models)] * len(idx)  # table estimators ignore the answers
+    q, c = s._validate_logged(idx, full, quality, cost)
+    if seed is not None:
+        s.seed = check_seed(seed)
+    if isinstance(s.order, str) and s.order == "cost":
+        s.order_ = cost_order([exact_mean(c[:, j]) for j in range(c.shape[1])])
+    inner = make_replayer(s, idx, [], q, c, check_int(n_threads, "n_threads", 0))
+    if not isinstance(inner, TableReplayer):
+        raise TypeError(
+            "fit_exact_in_memory needs table estimators (TwoPhaseQuality and "
+            "TwoPhaseCost or ConstantCost) and integer rows"
+        )
+    fit_with_replayer(
+        s,
+        ExactTableReplayer(inner),
+        budget=budget,
+        n_queries=int(idx.shape[0]),
+        lambdas=lambdas,
+        n_iter=n_iter,
+        n_trials=n_trials,
+        started=started,
+    )
+    return s
+
+
+__all__ = [
+    "FIELDS",
+    "VAR_FIELDS",
+    "DaskReplayer",
+    "ExactTableReplayer",
+    "ReplaySums",
+    "column",
+    "exact_mean",
+    "exact_sum",
+    "fit_distributed",
+    "fit_exact_in_memory",
+    "fit_with_replayer",
+    "inspect_partitions",
+    "partition_files",
+    "read_partition",
+    "write_partitions",
+    "write_partition",
+]

@@ -1,0 +1,310 @@
+"""Fitting on a Dask cluster from Parquet partitions (cascade_routing.distributed).
+
+The cluster is real: two worker processes, one thread each, started once for the module.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pyarrow", reason="the [dask] extra: pip install 'cascade-routing[dask]'")
+distributed = pytest.importorskip("dask.distributed", reason="the [dask] extra")
+
+import pyarrow.parquet as pq  # noqa: E402
+
+from cascade_routing import distributed as D  # noqa: E402
+from cascade_routing.estimators import ConstantCost, TwoPhaseCost, TwoPhaseQuality  # noqa: E402
+from cascade_routing.experiments import datasets, simulation  # noqa: E402
+from cascade_routing.experiments.settings import PAPER_POOLS  # noqa: E402
+from cascade_routing.strategies import replay as replay_module  # noqa: E402
+from cascade_routing.strategies.concrete import (  # noqa: E402
+    Cascade,
+    CascadeRouter,
+    Router,
+    ThresholdCascade,
+)
+
+STRATEGIES = [Router, Cascade, CascadeRouter, ThresholdCascade]
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(
+        n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None
+    )
+    c = distributed.Client(cluster)
+    try:
+        yield c
+    finally:
+        c.close()
+        cluster.close()
+
+
+@pytest.fixture(scope="module")
+def bench():
+    """Every row of the bundled RouterBench subset, pool 5, simulated low-noise estimates."""
+    data = datasets.load("routerbench")
+    run = simulation.routerbench_run(data, PAPER_POOLS[5], "low")
+    est = run.estimates
+    ce = est.cost_estimator()
+    return {
+        "models": list(run.dataset.models),
+        "qe": est.quality_estimator(),
+        "ce": ce,
+        "quality": run.dataset.quality,
+        "cost": run.dataset.cost,
+        "tables": {
+            "ante_quality": est.ante_quality,
+            "post_quality": est.post_quality,
+            "ante_var": est.ante_var,
+            "post_var": est.post_var,
+            "ante_cost": ce.ante,
+            "post_cost": ce.post,
+            "true_quality": run.dataset.quality,
+            "true_cost": run.dataset.cost,
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def bench_parts(bench, tmp_path_factory):
+    path = tmp_path_factory.mktemp("bench_parts")
+    # An odd partition size: the last partition is short.
+    D.write_partitions(path, bench["models"], rows_per_partition=701, **bench["tables"])
+    return path
+
+
+def exact_means(monkeypatch):
+    """The in-memory fit with the proposed change: ReplayResult means exactly rounded."""
+    monkeypatch.setattr(
+        replay_module.ReplayResult, "mean_cost", property(lambda r: D.exact_mean(r.cost))
+    )
+    monkeypatch.setattr(
+        replay_module.ReplayResult, "mean_quality", property(lambda r: D.exact_mean(r.quality))
+    )
+
+
+def fitted_state(s):
+    return (
+        s.lambdas_.tolist(),
+        None if s.lambdas_expensive_ is None else s.lambdas_expensive_.tolist(),
+        s.gamma_,
+        s.fit_info_["status"],
+        s.fit_info_["expected_cost"],
+        s.fit_info_["expected_quality"],
+        s.order_.tolist(),
+    )
+
+
+def budgets(cost):
+    means = np.sort(cost.mean(axis=0))
+    return [float(0.5 * (means[0] + means[1])), float(means[2])]
+
+
+# ------------------------------------------------------------------ exact sums
+
+
+def test_exact_sum_is_exact_and_order_free() -> None:
+    rng = np.random.default_rng(3)
+    cases = [
+        rng.normal(size=2000) * 10.0 ** rng.integers(-300, 300, 2000),
+        np.array([5e-324, -5e-324, 1e308, 1e308, -1e308, 2.2250738585072014e-308, -3e-320]),
+        rng.random(70_000),
+        np.array([0.0, -0.0]),
+    ]
+    for x in cases:
+        exact = sum((Fraction(v) for v in x.tolist()), Fraction(0))
+        assert Fraction(D.exact_sum(x), 2**1074) == exact
+        assert D.exact_mean(x) == float(exact / x.size)
+        assert D.exact_sum(x[::-1]) == D.exact_sum(x)
+    assert D.exact_mean(np.zeros(0)) == 0.0
+    # NumPy's pairwise mean is not exactly rounded (why the fit needs exact means).
+    x = cases[2]
+    assert D.exact_mean(x) != x.mean() or math.fsum(x) / x.size == x.mean()
+
+
+# ------------------------------------------------------------------ the Dask fit
+
+
+@pytest.mark.parametrize("cls", STRATEGIES)
+def test_dask_fit_equals_the_in_memory_fit(cls, bench, bench_parts, client, monkeypatch) -> None:
+    models, q, c = bench["models"], bench["quality"], bench["cost"]
+    rows = np.arange(q.shape[0])
+    full = [[0] * len(models)] * q.shape[0]
+    exact_means(monkeypatch)
+    for budget in budgets(c):
+        ours = cls(bench["qe"], bench["ce"], models)
+        D.fit_distributed(ours, bench_parts, client, budget=budget)
+        ref = cls(bench["qe"], bench["ce"], models).fit(rows, full, q, c, budget=budget)
+        assert ours.fit_info_["replay_engine"] == "dask"
+        assert ours.fit_info_["partitions"] == math.ceil(q.shape[0] / 701)
+        assert ours.fit_info_["n_queries"] == ref.fit_info_["n_queries"]
+        assert ours.fit_info_["replays"] == ref.fit_info_["replays"]
+        assert ours.fit_info_["status"] == "ok"
+        assert fitted_state(ours) == fitted_state(ref)
+        # The local re-implementation (exact means, no monkeypatch) agrees too.
+        monkeypatch.undo()
+        loc = D.fit_exact_in_memory(
+            cls(bench["qe"], bench["ce"], models), rows, q, c, budget=budget
+        )
+        assert fitted_state(loc) == fitted_state(ours)
+        exact_means(monkeypatch)
+
+
+def test_without_variances_with_constant_cost_and_any_partitioning(client, tmp_path) -> None:
+    rng = np.random.default_rng(11)
+    n, k = 900, 4
+    models = [f"m{j}" for j in range(k)]
+    truth = rng.random((n, k))
+    ante = np.clip(truth + rng.normal(0, 0.2, (n, k)), 0, 1)
+    post = np.clip(truth + rng.normal(0, 0.05, (n, k)), 0, 1)
+    cost = rng.gamma(2.0, 1.0 + np.arange(k), (n, k))
+    ce = ConstantCost.from_training(cost)
+    tiled = np.tile(ce.costs, (n, 1))
+    tables = dict(
+        ante_quality=ante,
+        post_quality=post,
+        ante_cost=tiled,
+        post_cost=tiled,
+        true_quality=truth,
+        true_cost=cost,
+    )
+    budget = float(np.sort(cost.mean(axis=0))[1])
+    results = []
+    for size in (n, 257):
+        path = tmp_path / f"p{size}"
+        D.write_partitions(path, models, rows_per_partition=size, **tables)
+        for cls in (ThresholdCascade, CascadeRouter):
+            s = cls(TwoPhaseQuality(ante, post), ce, models)
+            results.append(
+                (cls, size, fitted_state(D.fit_distributed(s, path, client, budget=budget)))
+            )
+    for cls in (ThresholdCascade, CascadeRouter):
+        ref = D.fit_exact_in_memory(
+            cls(TwoPhaseQuality(ante, post), ce, models), np.arange(n), truth, cost, budget=budget
+        )
+        got = [state for c_, _, state in results if c_ is cls]
+        assert got == [fitted_state(ref)] * 2
+
+
+def test_per_step_and_given_order(bench, bench_parts, client) -> None:
+    models, q, c = bench["models"], bench["quality"], bench["cost"]
+    order = list(reversed(models))
+    budget = budgets(c)[1]
+    ours = Cascade(bench["qe"], bench["ce"], models, order=order)
+    D.fit_distributed(
+        ours, bench_parts, client, budget=budget, lambdas="per_step", n_trials=6, seed=5
+    )
+    ref = D.fit_exact_in_memory(
+        Cascade(bench["qe"], bench["ce"], models, order=order),
+        np.arange(q.shape[0]),
+        q,
+        c,
+        budget=budget,
+        lambdas="per_step",
+        n_trials=6,
+        seed=5,
+    )
+    assert fitted_state(ours) == fitted_state(ref)
+    assert ours.order_.tolist() == [models.index(m) for m in order]
+
+
+# ------------------------------------------------------------------ bad inputs
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    n, models = 40, ["a", "b", "c"]
+    t = {
+        name: rng.random((n, 3))
+        for name in (
+            "ante_quality",
+            "post_quality",
+            "ante_cost",
+            "post_cost",
+            "true_quality",
+            "true_cost",
+        )
+    }
+    path = tmp_path_factory.mktemp("small")
+    D.write_partitions(path, models, rows_per_partition=15, **t)
+    strategy = CascadeRouter(
+        TwoPhaseQuality(t["ante_quality"], t["post_quality"]),
+        TwoPhaseCost(t["ante_cost"], t["post_cost"]),
+        models,
+    )
+    return path, models, t, strategy
+
+
+def test_missing_columns_are_named(small, client, tmp_path) -> None:
+    path, models, _, strategy = small
+    files = sorted(path.glob("*.parquet"))
+    table = pq.read_table(files[0]).drop_columns(["true_cost/b"])
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    pq.write_table(table, bad / "part-00000.parquet")
+    with pytest.raises(ValueError, match=r"misses columns \['true_cost/b'\]"):
+        D.fit_distributed(strategy, bad, client, budget=0.5)
+
+
+def test_wrong_model_count_and_names(small, client) -> None:
+    path, models, t, _ = small
+    two = CascadeRouter(
+        TwoPhaseQuality(t["ante_quality"][:, :2], t["post_quality"][:, :2]),
+        TwoPhaseCost(t["ante_cost"][:, :2], t["post_cost"][:, :2]),
+        models[:2],
+    )
+    with pytest.raises(ValueError, match="holds 3 models .* the strategy has 2"):
+        D.fit_distributed(two, path, client, budget=0.5)
+    renamed = CascadeRouter(
+        TwoPhaseQuality(t["ante_quality"], t["post_quality"]),
+        TwoPhaseCost(t["ante_cost"], t["post_cost"]),
+        ["a", "c", "b"],
+    )
+    with pytest.raises(ValueError, match="same names, same order"):
+        D.fit_distributed(renamed, path, client, budget=0.5)
+
+
+def test_bad_values_paths_clients_and_tables(small, client, tmp_path) -> None:
+    path, models, t, strategy = small
+    nan = dict(t)
+    nan["true_cost"] = t["true_cost"].copy()
+    nan["true_cost"][3, 1] = np.nan
+    # write_partitions refuses NaN itself; a partition written by other tools is refused
+    # on the worker.
+    with pytest.raises(ValueError, match="true_cost"):
+        D.write_partitions(tmp_path / "nan", models, **nan)
+    table = pq.read_table(sorted(path.glob("*.parquet"))[0])
+    idx = table.schema.get_field_index("true_cost/b")
+    col = table.column(idx).to_numpy().copy()
+    col[3] = -1.0
+    import pyarrow as pa
+
+    bad = tmp_path / "negative"
+    bad.mkdir()
+    pq.write_table(table.set_column(idx, "true_cost/b", pa.array(col)), bad / "p.parquet")
+    with pytest.raises(ValueError, match="true_cost of partition"):
+        D.fit_distributed(strategy, bad, client, budget=0.5)
+    with pytest.raises(ValueError, match="no .parquet files"):
+        D.fit_distributed(strategy, tmp_path, client, budget=0.5)
+    with pytest.raises(ValueError, match="neither a directory nor a file"):
+        D.fit_distributed(strategy, tmp_path / "nowhere", client, budget=0.5)
+    with pytest.raises(TypeError, match="dask.distributed.Client"):
+        D.fit_distributed(strategy, path, object(), budget=0.5)
+    with pytest.raises(ValueError, match="budget"):
+        D.fit_distributed(strategy, path, client, budget=-1.0)
+    with pytest.raises(ValueError, match="already holds .parquet files"):
+        D.write_partitions(path, models, **t)
+    with pytest.raises(ValueError, match="ante_var and post_var"):
+        D.write_partitions(tmp_path / "v", models, ante_var=t["ante_cost"], **t)
+    short = dict(t)
+    short["post_cost"] = t["post_cost"][:-1]
+    with pytest.raises(ValueError, match="post_cost"):
+        D.write_partitions(tmp_path / "short", models, **short)
+    with pytest.raises(ValueError, match="model columns"):
+        D.write_partitions(tmp_path / "k", models[:2], **t)
