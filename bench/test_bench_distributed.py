@@ -1,0 +1,82 @@
+"""The Dask fit from Parquet partitions on two local worker processes (issue 11, item 5).
+
+Target: 20 M queries x 5 models finishes, peak memory per worker at most 2 GB; report the time.
+The default size is small so that CI (``--benchmark-disable``) runs it quickly; set
+``CR_BENCH_DASK_ROWS`` (e.g. ``20000000``) and ``CR_BENCH_DASK_PARTITION`` (rows per
+partition, default 50,000) for the real measurement:
+
+    CR_BENCH_DASK_ROWS=20000000 CR_BENCH_DASK_PARTITION=1000000 \\
+        pytest bench/test_bench_distributed.py --benchmark-only -s
+
+Worker memory is bounded by the partition size, not by the log: the test prints each worker's
+peak resident set size (``ru_maxrss``) after the fit.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pyarrow", reason="the [dask] extra")
+distributed = pytest.importorskip("dask.distributed", reason="the [dask] extra")
+
+from cascade_routing import distributed as D  # noqa: E402
+from cascade_routing.estimators import TwoPhaseCost, TwoPhaseQuality  # noqa: E402
+from cascade_routing.strategies import CascadeRouter  # noqa: E402
+
+K = 5
+ROWS = int(os.environ.get("CR_BENCH_DASK_ROWS", "200000"))
+PARTITION = int(os.environ.get("CR_BENCH_DASK_PARTITION", "50000"))
+MODELS = [f"m{j}" for j in range(K)]
+
+
+def write_synthetic(path: os.PathLike[str], rows: int, per_part: int) -> None:
+    """Seeded synthetic partitions written one at a time (the log never sits in memory)."""
+    for part, start in enumerate(range(0, rows, per_part)):
+        n = min(per_part, rows - start)
+        rng = np.random.default_rng(part)
+        truth = rng.random((n, K))
+        cost = rng.gamma(2.0, 1.0 + np.arange(K), (n, K))
+        D.write_partition(
+            os.path.join(path, f"part-{part:05d}.parquet"),
+            MODELS,
+            ante_quality=np.clip(truth + rng.normal(0, 0.2, (n, K)), 0, 1),
+            post_quality=np.clip(truth + rng.normal(0, 0.05, (n, K)), 0, 1),
+            ante_cost=np.clip(cost + rng.normal(0, 0.1, (n, K)), 0, None),
+            post_cost=cost,
+            true_quality=truth,
+            true_cost=cost,
+        )
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def test_dask_fit_from_parquet(benchmark, tmp_path) -> None:
+    write_synthetic(tmp_path, ROWS, PARTITION)
+    dummy = np.zeros((1, K))
+    with (
+        distributed.LocalCluster(
+            n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+
+        def fit() -> CascadeRouter:
+            s = CascadeRouter(TwoPhaseQuality(dummy, dummy), TwoPhaseCost(dummy, dummy), MODELS)
+            return D.fit_distributed(s, tmp_path, client, budget=3.0)
+
+        s = benchmark.pedantic(fit, rounds=1, iterations=1)
+        peaks = client.run(_peak_rss_mib)
+    assert s.fit_info_["status"] == "ok"
+    assert s.fit_info_["n_queries"] == ROWS
+    assert abs(s.fit_info_["expected_cost"] - 3.0) < 1e-9
+    print(
+        f"\nDask fit {ROWS} x {K}: {s.fit_info_['seconds']:.1f} s, "
+        f"{s.fit_info_['replays']} replays, {s.fit_info_['partitions']} partitions; "
+        f"peak RSS per worker (MiB): {sorted(round(v) for v in peaks.values())}"
+    )
