@@ -329,3 +329,43 @@ def test_no_thread_or_task_left_after_shutdown(tmp_path):
         time.sleep(0.05)
     assert threading.active_count() == before
     assert gateway.closed and not gateway.inflight
+
+
+def test_an_opentelemetry_span_per_request_without_text(tmp_path, monkeypatch):
+    """With opentelemetry-api present, each request gets a span with ids and figures only."""
+    from cascade_routing.serve import telemetry
+
+    spans: list[dict[str, Any]] = []
+
+    class Span:
+        def __init__(self, name: str) -> None:
+            self.attrs: dict[str, Any] = {"name": name}
+
+        def set_attribute(self, key: str, value: Any) -> None:
+            self.attrs[key] = value
+
+        def __enter__(self) -> Span:
+            return self
+
+        def __exit__(self, *exc: Any) -> None:
+            spans.append(self.attrs)
+
+    class Tracer:
+        def start_as_current_span(self, name: str) -> Span:
+            return Span(name)
+
+    class Trace:
+        @staticmethod
+        def get_tracer(name: str) -> Tracer:
+            return Tracer()
+
+    monkeypatch.setattr(telemetry, "_otel_trace", Trace)
+    with stack(tmp_path) as s:
+        r = s.client.chat.completions.create(model="cascade-routing", messages=MESSAGES)
+    assert len(spans) == 1
+    span = spans[0]
+    assert span["name"] == "cascade_routing.request"
+    assert span["cascade_routing.request_id"] == r.id
+    assert span["cascade_routing.model"] == r.model
+    assert span["cascade_routing.cost"] == pytest.approx(ext(r)["cost"])
+    assert MARKER not in repr(span)
