@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cascade_routing import Cascade, CascadeRouter, Router, ThresholdCascade
+from cascade_routing import Cascade, CascadeRouter, QualityEstimate, Router, ThresholdCascade
 from cascade_routing.learn import LearnedQuality, ModelAnswer, PriceTableCost
 
 try:  # the metrics module is moving into the experiments subpackage
@@ -154,6 +154,30 @@ def load(bench: str) -> dict[str, Any]:
     }
 
 
+class _Memo:
+    """Caches an estimator's output per (query id, run-set) across the fits of every budget
+    (the strategies cache within one fit only). Estimates depend on nothing else."""
+
+    def __init__(self, estimator: Any, quality: bool) -> None:
+        self.estimator, self.quality = estimator, quality
+        self.cache: dict[Any, Any] = {}
+
+    def predict(self, queries: Any, answers: Any) -> Any:
+        keys = [(q if isinstance(q, (int, np.integer)) else q["id"],
+                 tuple(a is not None for a in row)) for q, row in zip(queries, answers)]
+        miss = [i for i, key in enumerate(keys) if key not in self.cache]
+        if miss:
+            out = self.estimator.predict([queries[i] for i in miss], [answers[i] for i in miss])
+            for pos, i in enumerate(miss):
+                self.cache[keys[i]] = ((out.mean[pos], out.cov[pos]) if self.quality
+                                       else out[pos])
+        if not self.quality:
+            return np.stack([self.cache[key] for key in keys])
+        mean = np.stack([self.cache[key][0] for key in keys])
+        cov = np.stack([self.cache[key][1] for key in keys])
+        return QualityEstimate(mean, cov=cov)
+
+
 class _TrainRows:
     """A cost estimator view for training queries given as row indices."""
 
@@ -198,8 +222,9 @@ def run_split(data: dict[str, Any], seed: int, args: argparse.Namespace) -> dict
     budgets = budget_grid(single_cost, single_quality, args.per_segment)
     bounds = (0.0, 1.0) if args.bounds else None
     rows_tr = list(range(train.size))
-    cf = quality.cross_fitted()
-    cost_tr = _TrainRows(cost, q_tr)
+    cf = _Memo(quality.cross_fitted(), True)
+    cost_tr = _Memo(_TrainRows(cost, q_tr), False)
+    serve_q, serve_c = _Memo(quality, True), _Memo(cost, False)
     result: dict[str, Any] = {
         "seed": seed, "n_train": int(train.size), "n_test": int(test.size),
         "fit_seconds": t1 - t0, "scale": quality.scale_, "scale_loss": quality.scale_loss_,
@@ -214,7 +239,7 @@ def run_split(data: dict[str, Any], seed: int, args: argparse.Namespace) -> dict
             strat = make(method, cf, cost_tr, models, bounds)
             strat.fit(rows_tr, a_tr, y_tr, c_tr, budget=float(budget))
             # Serve: the same policy with the estimators fitted on every training query.
-            strat.quality_estimator, strat.cost_estimator = quality, cost
+            strat.quality_estimator, strat.cost_estimator = serve_q, serve_c
             res = strat.replay(q_te, a_te, y_te, c_te)
             pq_cost[b], pq_quality[b] = res.cost, res.quality
         result[method] = 100 * auc_from_queries(pq_cost, pq_quality, c_te, y_te)
