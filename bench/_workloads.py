@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import cascade_routing as cr
 import numpy as np
+
+import cascade_routing as cr
 
 WORKLOADS = ("A", "B")
 KS = (2, 4, 8, 11, 16, 20)
@@ -59,9 +60,7 @@ def batch(workload: str, k: int, n: int = BATCH_N, seed: int = 0) -> dict[str, A
 
 def head(kw: dict[str, Any], rows: int) -> dict[str, Any]:
     """The first ``rows`` queries of a batch."""
-    return {
-        key: (v[:rows] if isinstance(v, np.ndarray) else v) for key, v in kw.items()
-    }
+    return {key: (v[:rows] if isinstance(v, np.ndarray) else v) for key, v in kw.items()}
 
 
 def same_batch(a: cr.BatchSearchResult, b: cr.BatchSearchResult, rows: int) -> bool:

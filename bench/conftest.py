@@ -34,21 +34,15 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if not _MEDIANS:
         return
     tr = terminalreporter
-    tr.section(
-        "cascade-routing: C++ core against baselines of the same run (median ratios)"
-    )
+    tr.section("cascade-routing: C++ core against baselines of the same run (median ratios)")
     tr.write_line(
-        f"{'group':<28} {'cpp median':>14} {'numpy/cpp':>10} {'numba/cpp':>10} "
-        f"{'cpp/cpp-2t':>11}"
+        f"{'group':<28} {'cpp median':>14} {'numpy/cpp':>10} {'numba/cpp':>10} {'cpp/cpp-2t':>11}"
     )
     for group in sorted(_MEDIANS):
         m = _MEDIANS[group]
         if "cpp" not in m:
             continue
         cpp = m["cpp"]
-        ratios = [
-            f"{m[b] / cpp:10.1f}" if b in m else f"{'-':>10}"
-            for b in ("numpy", "numba")
-        ]
+        ratios = [f"{m[b] / cpp:10.1f}" if b in m else f"{'-':>10}" for b in ("numpy", "numba")]
         threads = f"{cpp / m['cpp-2t']:11.2f}" if "cpp-2t" in m else f"{'-':>11}"
         tr.write_line(f"{group:<28} {cpp * 1e6:12.1f}us {' '.join(ratios)} {threads}")

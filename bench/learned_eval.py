@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import re
 import string
 import sys
@@ -130,8 +129,10 @@ def load(bench: str) -> dict[str, Any]:
         cost[i, j] = row.cost_usd
         tokens_in[i, j] = row.tokens_in
         answers[i][j] = ModelAnswer(
-            text=str(row.answer), parsed=parse(str(row.answer)),
-            confidence=float(row.raw_confidence), cost=float(row.cost_usd),
+            text=str(row.answer),
+            parsed=parse(str(row.answer)),
+            confidence=float(row.raw_confidence),
+            cost=float(row.cost_usd),
         )
     keep = ~(np.isnan(quality).any(axis=1) | np.isnan(cost).any(axis=1))
     keep &= np.array([all(a is not None for a in r) for r in answers])
@@ -142,7 +143,8 @@ def load(bench: str) -> dict[str, Any]:
             "id": f"{bench}:{sp}:{q}",
         }
         for i, (s, u, sp, q) in enumerate(
-            zip(prm["system_prompt"], prm["user_prompt"], ids["split"], ids["qid"]))
+            zip(prm["system_prompt"], prm["user_prompt"], ids["split"], ids["qid"])
+        )
     ]
     idx = np.flatnonzero(keep)
     return {
@@ -163,14 +165,15 @@ class _Memo:
         self.cache: dict[Any, Any] = {}
 
     def predict(self, queries: Any, answers: Any) -> Any:
-        keys = [(q if isinstance(q, (int, np.integer)) else q["id"],
-                 tuple(a is not None for a in row)) for q, row in zip(queries, answers)]
+        keys = [
+            (q if isinstance(q, (int, np.integer)) else q["id"], tuple(a is not None for a in row))
+            for q, row in zip(queries, answers)
+        ]
         miss = [i for i, key in enumerate(keys) if key not in self.cache]
         if miss:
             out = self.estimator.predict([queries[i] for i in miss], [answers[i] for i in miss])
             for pos, i in enumerate(miss):
-                self.cache[keys[i]] = ((out.mean[pos], out.cov[pos]) if self.quality
-                                       else out[pos])
+                self.cache[keys[i]] = (out.mean[pos], out.cov[pos]) if self.quality else out[pos]
         if not self.quality:
             return np.stack([self.cache[key] for key in keys])
         mean = np.stack([self.cache[key][0] for key in keys])
@@ -188,7 +191,9 @@ class _TrainRows:
         return self.estimator.predict([self.queries[int(r)] for r in rows], answers)
 
 
-def make(method: str, qe: Any, ce: Any, models: list[str], bounds: tuple[float, float] | None) -> Any:
+def make(
+    method: str, qe: Any, ce: Any, models: list[str], bounds: tuple[float, float] | None
+) -> Any:
     common: dict[str, Any] = {"quality_bounds": bounds, "seed": 0}
     if method == "routing":
         return Router(qe, ce, models, **common)
@@ -226,9 +231,14 @@ def run_split(data: dict[str, Any], seed: int, args: argparse.Namespace) -> dict
     cost_tr = _Memo(_TrainRows(cost, q_tr), False)
     serve_q, serve_c = _Memo(quality, True), _Memo(cost, False)
     result: dict[str, Any] = {
-        "seed": seed, "n_train": int(train.size), "n_test": int(test.size),
-        "fit_seconds": t1 - t0, "scale": quality.scale_, "scale_loss": quality.scale_loss_,
-        "linear": 100 * linear_baseline_auc(single_cost, single_quality), "budgets": len(budgets),
+        "seed": seed,
+        "n_train": int(train.size),
+        "n_test": int(test.size),
+        "fit_seconds": t1 - t0,
+        "scale": quality.scale_,
+        "scale_loss": quality.scale_loss_,
+        "linear": 100 * linear_baseline_auc(single_cost, single_quality),
+        "budgets": len(budgets),
         "calibration": calib,
     }
     for method in args.methods:
@@ -260,8 +270,12 @@ def timing(bench: str = "mmlu", repeats: int = 2000) -> dict[str, float]:
     rng = np.random.default_rng(0)
     k = len(data["models"])
     out: dict[str, float] = {"fit_seconds": fit_s, "n_train": float(train.size)}
-    for label, n_ans, warm in (("none_warm", 0, True), ("four_warm", 4, True),
-                               ("nine_warm", 9, True), ("nine_cold", 9, False)):
+    for label, n_ans, warm in (
+        ("none_warm", 0, True),
+        ("four_warm", 4, True),
+        ("nine_warm", 9, True),
+        ("nine_cold", 9, False),
+    ):
         times = []
         for r in range(repeats):
             i = int(rng.integers(1, n, 1)[0]) | 1  # test rows (odd)
@@ -291,8 +305,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-size", type=float, default=0.5)
     p.add_argument("--per-segment", type=int, default=10)
     p.add_argument("--methods", default=",".join(METHODS))
-    p.add_argument("--no-bounds", dest="bounds", action="store_false",
-                   help="no quality_bounds=(0, 1) in the strategies")
+    p.add_argument(
+        "--no-bounds",
+        dest="bounds",
+        action="store_false",
+        help="no quality_bounds=(0, 1) in the strategies",
+    )
     p.add_argument("--est-depth", type=int, default=None, help="max_depth of LearnedQuality")
     p.add_argument("--json", help="write every result here")
     p.add_argument("--timing", action="store_true", help="only measure predict latency")
@@ -313,22 +331,33 @@ def main(argv: list[str] | None = None) -> int:
             t = time.perf_counter()
             res = run_split(data, seed, args)
             results.setdefault(bench, []).append(res)
-            log.info("%s seed %d: %s (%.0fs)", bench, seed, {
-                m: round(res[m], 2) for m in ("linear", *args.methods)}, time.perf_counter() - t)
+            log.info(
+                "%s seed %d: %s (%.0fs)",
+                bench,
+                seed,
+                {m: round(res[m], 2) for m in ("linear", *args.methods)},
+                time.perf_counter() - t,
+            )
     cols = ("linear", *args.methods)
-    print(f"{'benchmark':<11}" + "".join(f"{c[:17]:>18}" for c in cols) + f"{'CR - best other':>17}")
+    print(
+        f"{'benchmark':<11}" + "".join(f"{c[:17]:>18}" for c in cols) + f"{'CR - best other':>17}"
+    )
     gaps = []
     for bench, runs in results.items():
         means = {c: float(np.mean([r[c] for r in runs])) for c in cols}
         line = f"{bench:<11}" + "".join(f"{means[c]:18.2f}" for c in cols)
         if "cascade_routing" in means:
-            gap = means["cascade_routing"] - max(v for c, v in means.items() if c != "cascade_routing")
+            gap = means["cascade_routing"] - max(
+                v for c, v in means.items() if c != "cascade_routing"
+            )
             gaps.append(gap)
             line += f"{gap:17.2f}"
         print(line)
     if gaps:
-        print(f"mean CR - best other: {np.mean(gaps):.2f} over {len(gaps)} benchmarks, "
-              f"{len(seeds)} split(s) each")
+        print(
+            f"mean CR - best other: {np.mean(gaps):.2f} over {len(gaps)} benchmarks, "
+            f"{len(seeds)} split(s) each"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, default=float))
     return 0

@@ -17,8 +17,9 @@ import platform
 import sys
 import time
 
-import cascade_routing as cr
 import numpy as np
+
+import cascade_routing as cr
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _workloads import (
@@ -57,9 +58,7 @@ def _check_single(xs: list, want: list) -> None:
     for x, w in zip(xs, want):
         got = decide(x)
         if (got.next_model, got.supermodel) != (w.next_model, w.supermodel):
-            raise SystemExit(
-                f"{cr.backend()} disagrees with the reference: {got} != {w}"
-            )
+            raise SystemExit(f"{cr.backend()} disagrees with the reference: {got} != {w}")
 
 
 def single_table(backends: list[str], budget: float) -> None:
@@ -115,9 +114,7 @@ def batch_table(backends: list[str], budget: float) -> None:
                     continue
                 for n_threads in (1, 2) if be == "cpp" else (1,):
                     with cr.use_backend(be):
-                        warm = cr.search_supermodel_batch(
-                            **head(kw, 100), n_threads=n_threads
-                        )
+                        warm = cr.search_supermodel_batch(**head(kw, 100), n_threads=n_threads)
                         if not same_batch(warm, want, 100):
                             raise SystemExit(f"{be} batch disagrees with the reference")
                         times = []

@@ -17,15 +17,12 @@ from __future__ import annotations
 import os
 import resource
 
+import dask.distributed as distributed  # the [dask] extra
 import numpy as np
-import pytest
 
-pytest.importorskip("pyarrow", reason="the [dask] extra")
-distributed = pytest.importorskip("dask.distributed", reason="the [dask] extra")
-
-from cascade_routing import distributed as D  # noqa: E402
-from cascade_routing.estimators import TwoPhaseCost, TwoPhaseQuality  # noqa: E402
-from cascade_routing.strategies import CascadeRouter  # noqa: E402
+from cascade_routing import distributed as D
+from cascade_routing.estimators import TwoPhaseCost, TwoPhaseQuality
+from cascade_routing.strategies import CascadeRouter
 
 K = 5
 ROWS = int(os.environ.get("CR_BENCH_DASK_ROWS", "200000"))

@@ -1,4 +1,4 @@
-"""Engine benchmarks: one decision from Python and batches of 10,000 (ALGORITHM.md §4).
+"""Engine benchmarks: one decision from Python and batches of 10,000 (docs/algorithm.md §4).
 
 Run: ``pytest bench/test_bench_engine.py --benchmark-only`` (add ``--benchmark-group-by=group``
 to see each workload and k with its backends side by side). CI runs the same file with
@@ -16,9 +16,10 @@ import functools
 import os
 from typing import Any
 
-import cascade_routing as cr
 import numpy as np
 import pytest
+
+import cascade_routing as cr
 from _workloads import (
     BATCH_KS,
     BATCH_N,
@@ -140,9 +141,7 @@ def test_batch(
         backend=backend_name, workload=workload, k=k, n=BATCH_N, n_threads=n_threads
     )
     with cr.use_backend(backend_name):
-        warm = cr.search_supermodel_batch(
-            **head(kw, 16), n_threads=n_threads
-        )  # JIT warm-up
+        warm = cr.search_supermodel_batch(**head(kw, 16), n_threads=n_threads)  # JIT warm-up
         assert same_batch(warm, want, 16)
         res = benchmark.pedantic(
             cr.search_supermodel_batch,

@@ -33,12 +33,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx  # the [serve] extra
 import numpy as np
 import pytest
-
-pytest.importorskip("httpx")
-pytest.importorskip("uvicorn")
-import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 RATE = float(os.environ.get("CASCADE_BENCH_RATE", "50"))
@@ -57,14 +54,25 @@ def _fake_upstream_app() -> Any:
     async def chat(request: Request) -> JSONResponse:
         body = await request.json()
         await asyncio.sleep(UPSTREAM_SECONDS)
-        return JSONResponse({
-            "id": "up", "object": "chat.completion", "created": 0, "model": body["model"],
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": "Paris"},
-                         "logprobs": {"content": [{"token": "Paris", "logprob": -0.01,
-                                                   "top_logprobs": []}]}}],
-            "usage": {"prompt_tokens": 14, "completion_tokens": 1, "total_tokens": 15},
-        })
+        return JSONResponse(
+            {
+                "id": "up",
+                "object": "chat.completion",
+                "created": 0,
+                "model": body["model"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": "Paris"},
+                        "logprobs": {
+                            "content": [{"token": "Paris", "logprob": -0.01, "top_logprobs": []}]
+                        },
+                    }
+                ],
+                "usage": {"prompt_tokens": 14, "completion_tokens": 1, "total_tokens": 15},
+            }
+        )
 
     return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
 
@@ -95,9 +103,13 @@ def _policy(path: Path) -> Path:
         def predict(self, queries: Any, answers: Any) -> Any:
             return np.tile([0.5, 0.7, 0.9], (len(queries), 1))
 
-    router = cr.CascadeRouter(Priors(), cr.ConstantCost([1e-5, 1e-4, 1e-3]),
-                              ["small", "medium", "large"], order=["small", "medium", "large"],
-                              quality_bounds=(0.0, 1.0))
+    router = cr.CascadeRouter(
+        Priors(),
+        cr.ConstantCost([1e-5, 1e-4, 1e-3]),
+        ["small", "medium", "large"],
+        order=["small", "medium", "large"],
+        quality_bounds=(0.0, 1.0),
+    )
     router.set_lambdas(1000.0)  # one call per request: the cheap model answers confidently
     router.save(path)
     return path
@@ -109,20 +121,44 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Any:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "python"), "BENCH_KEY": "sk-bench"}
     up_port, gw_port = _free_port(), _free_port()
     upstream = subprocess.Popen(
-        [sys.executable, __file__, "--fake-upstream", str(up_port)], env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    models = {m: {"base_url": f"http://127.0.0.1:{up_port}/v1", "model": f"up-{m}",
-                  "price_in": p, "price_out": 2 * p, "api_key_env": "BENCH_KEY",
-                  "logprobs": True, "prior_quality": q, "expected_output_tokens": 20}
-              for m, p, q in (("small", 1e-7, 0.5), ("medium", 1e-6, 0.7),
-                              ("large", 1e-5, 0.9))}
+        [sys.executable, __file__, "--fake-upstream", str(up_port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    models = {
+        m: {
+            "base_url": f"http://127.0.0.1:{up_port}/v1",
+            "model": f"up-{m}",
+            "price_in": p,
+            "price_out": 2 * p,
+            "api_key_env": "BENCH_KEY",
+            "logprobs": True,
+            "prior_quality": q,
+            "expected_output_tokens": 20,
+        }
+        for m, p, q in (("small", 1e-7, 0.5), ("medium", 1e-6, 0.7), ("large", 1e-5, 0.9))
+    }
     config = tmp / "upstreams.json"
-    config.write_text(json.dumps({"models": models,
-                                  "server": {"host": "127.0.0.1", "port": gw_port}}))
+    config.write_text(
+        json.dumps({"models": models, "server": {"host": "127.0.0.1", "port": gw_port}})
+    )
     gateway = subprocess.Popen(
-        [sys.executable, "-m", "cascade_routing.serve", "--policy", str(_policy(tmp / "p.json")),
-         "--config", str(config), "--log-level", "warning"], env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        [
+            sys.executable,
+            "-m",
+            "cascade_routing.serve",
+            "--policy",
+            str(_policy(tmp / "p.json")),
+            "--config",
+            str(config),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         _wait_up(f"http://127.0.0.1:{up_port}/", upstream)
         _wait_up(f"http://127.0.0.1:{gw_port}/healthz", gateway)
@@ -137,8 +173,9 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Any:
                 proc.wait(timeout=10)
 
 
-async def _load(base_url: str, rate: float, seconds: float, model: str
-                ) -> tuple[list[float], list[float], int]:
+async def _load(
+    base_url: str, rate: float, seconds: float, model: str
+) -> tuple[list[float], list[float], int]:
     """Open-loop load: (end-to-end seconds, upstream seconds from the trace, failures)."""
     n = max(1, int(rate * seconds))
     e2e: list[float] = []
@@ -147,15 +184,20 @@ async def _load(base_url: str, rate: float, seconds: float, model: str
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
     async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) as client:
         # Warm the connections up.
-        await asyncio.gather(*(client.post("/chat/completions", json={
-            "model": model, "messages": MESSAGES}) for _ in range(8)))
+        await asyncio.gather(
+            *(
+                client.post("/chat/completions", json={"model": model, "messages": MESSAGES})
+                for _ in range(8)
+            )
+        )
 
         async def one() -> None:
             nonlocal failures
             t0 = time.perf_counter()
             try:
-                r = await client.post("/chat/completions",
-                                      json={"model": model, "messages": MESSAGES})
+                r = await client.post(
+                    "/chat/completions", json={"model": model, "messages": MESSAGES}
+                )
             except httpx.HTTPError:
                 failures += 1
                 return
@@ -189,8 +231,11 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _ms(x: np.ndarray) -> dict[str, float]:
-    return {"p50": float(np.percentile(x, 50) * 1e3), "p99": float(np.percentile(x, 99) * 1e3),
-            "max": float(x.max() * 1e3)}
+    return {
+        "p50": float(np.percentile(x, 50) * 1e3),
+        "p99": float(np.percentile(x, 99) * 1e3),
+        "max": float(x.max() * 1e3),
+    }
 
 
 def test_gateway_overhead(benchmark: Any, servers: tuple[str, str, int]) -> None:
@@ -198,12 +243,18 @@ def test_gateway_overhead(benchmark: Any, servers: tuple[str, str, int]) -> None
     results: dict[str, Any] = {}
 
     def measure() -> None:
-        direct, _, direct_fail = asyncio.run(_load(upstream_url, RATE, min(SECONDS, 5.0),
-                                                   "up-small"))
+        direct, _, direct_fail = asyncio.run(
+            _load(upstream_url, RATE, min(SECONDS, 5.0), "up-small")
+        )
         cpu0 = _cpu_seconds(gateway_pid)
         e2e, up, fail = asyncio.run(_load(gateway_url, RATE, SECONDS, "cascade-routing"))
-        results.update(direct=np.array(direct), e2e=np.array(e2e), up=np.array(up),
-                       fail=fail + direct_fail, cpu=_cpu_seconds(gateway_pid) - cpu0)
+        results.update(
+            direct=np.array(direct),
+            e2e=np.array(e2e),
+            up=np.array(up),
+            fail=fail + direct_fail,
+            cpu=_cpu_seconds(gateway_pid) - cpu0,
+        )
 
     benchmark.pedantic(measure, rounds=1, iterations=1)
     e2e, up, direct = results["e2e"], results["up"], results["direct"]
@@ -212,10 +263,16 @@ def test_gateway_overhead(benchmark: Any, servers: tuple[str, str, int]) -> None
     assert len(up) == n
     vs_trace = _ms(e2e - up)
     vs_direct = _ms(e2e - np.median(direct))
-    summary = {"rate": RATE, "seconds": SECONDS, "requests": n,
-               "gateway_cpu_ms_per_request": results["cpu"] / (n + 8) * 1e3,
-               "e2e_ms": _ms(e2e), "direct_ms": _ms(direct),
-               "overhead_vs_trace_ms": vs_trace, "overhead_vs_direct_ms": vs_direct}
+    summary = {
+        "rate": RATE,
+        "seconds": SECONDS,
+        "requests": n,
+        "gateway_cpu_ms_per_request": results["cpu"] / (n + 8) * 1e3,
+        "e2e_ms": _ms(e2e),
+        "direct_ms": _ms(direct),
+        "overhead_vs_trace_ms": vs_trace,
+        "overhead_vs_direct_ms": vs_direct,
+    }
     benchmark.extra_info.update(summary)
     print("\ngateway overhead:", json.dumps(summary, indent=1))
     # The upstream answers in 20 ms: the gateway's own share must stay well below it.
@@ -226,5 +283,10 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--fake-upstream":
         import uvicorn
 
-        uvicorn.run(_fake_upstream_app(), host="127.0.0.1", port=int(sys.argv[2]),
-                    log_level="warning", access_log=False)
+        uvicorn.run(
+            _fake_upstream_app(),
+            host="127.0.0.1",
+            port=int(sys.argv[2]),
+            log_level="warning",
+            access_log=False,
+        )

@@ -148,7 +148,9 @@ def test_decision_overhead(benchmark, data) -> None:
     state = [None] * K
 
     def core():
-        return cr.search_supermodel(est.mean[0], cost[0], lam, var=est.var[0], force_order=False, max_depth=5)
+        return cr.search_supermodel(
+            est.mean[0], cost[0], lam, var=est.var[0], force_order=False, max_depth=5
+        )
 
     expected = core()
     assert expected.next_model is not None

@@ -1,9 +1,12 @@
-"""Activating a backend in a test, or skipping (failing in CI) when it cannot be imported."""
+"""Activating a backend, or importing an optional module, in a test: skipped when it cannot be
+imported, a failure instead in CI."""
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Iterator
+from types import ModuleType
 
 import pytest
 
@@ -25,6 +28,18 @@ def require_backend(name: str) -> None:
             pytest.fail(f"{reason} ({REQUIRE_ALL}=1)", pytrace=False)
         hint = "build the C++ extension" if name == "cpp" else "pip install numba"
         pytest.skip(f"{reason}; {hint}")
+
+
+def require_module(name: str, extra: str) -> ModuleType:
+    """Import optional module ``name`` (from the ``[extra]`` extra), or skip the test; when all
+    parts are required (CI), a missing module fails instead of skipping."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        reason = f"{name} is not installed ({exc}); pip install 'cascade-routing[{extra}]'"
+        if os.environ.get(REQUIRE_ALL) == "1":
+            pytest.fail(f"{reason} ({REQUIRE_ALL}=1)", pytrace=False)
+        pytest.skip(reason, allow_module_level=True)
 
 
 def activate_backend(name: str) -> Iterator[str]:

@@ -163,7 +163,7 @@ def n_candidates(
     force_order: bool,
     prefixes_only: bool,
 ) -> int:
-    """Number of supermodels the unpruned search scores (ALGORITHM.md §4)."""
+    """Number of supermodels the unpruned search scores (docs/algorithm.md §4)."""
     n_ran = len(ran)
     depth = k if max_depth is None else min(max_depth, k)
     if prefixes_only:

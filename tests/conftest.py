@@ -10,8 +10,9 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from _backends import BACKENDS, FAST_BACKENDS, activate_backend
 from hypothesis import HealthCheck, settings
+
+from _backends import BACKENDS, FAST_BACKENDS, activate_backend
 
 _HYPOTHESIS_COMMON = {
     "deadline": None,
@@ -22,9 +23,7 @@ _HYPOTHESIS_COMMON = {
         HealthCheck.too_slow,
     ],
 }
-settings.register_profile(
-    "ci", derandomize=True, max_examples=200, **_HYPOTHESIS_COMMON
-)
+settings.register_profile("ci", derandomize=True, max_examples=200, **_HYPOTHESIS_COMMON)
 settings.register_profile("dev", max_examples=200, **_HYPOTHESIS_COMMON)
 settings.register_profile("thorough", max_examples=2000, **_HYPOTHESIS_COMMON)
 settings.load_profile(

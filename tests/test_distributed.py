@@ -11,8 +11,10 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-pytest.importorskip("pyarrow", reason="the [dask] extra: pip install 'cascade-routing[dask]'")
-distributed = pytest.importorskip("dask.distributed", reason="the [dask] extra")
+from _backends import require_module
+
+require_module("pyarrow", "dask")
+distributed = require_module("dask.distributed", "dask")
 
 import pyarrow.parquet as pq  # noqa: E402
 

@@ -12,9 +12,10 @@ import textwrap
 from collections.abc import Callable
 from typing import Any
 
-import cascade_routing as cr
 import numpy as np
 import pytest
+
+import cascade_routing as cr
 from _backends import require_backend
 
 Q = [0.1, 0.5, 0.9]
@@ -260,10 +261,7 @@ def test_valid_edge_inputs_are_accepted(backend: str) -> None:
     ro = np.array(cost)
     ro.setflags(write=False)
     assert (
-        cr.search_supermodel(
-            strided, ro, 0.5, ran=np.array([True, False, False, False])
-        )
-        == base
+        cr.search_supermodel(strided, ro, 0.5, ran=np.array([True, False, False, False])) == base
     )
     assert (
         cr.search_supermodel(
@@ -275,9 +273,7 @@ def test_valid_edge_inputs_are_accepted(backend: str) -> None:
         == base
     )
     assert cr.search_supermodel(q.tolist(), cost, np.float32(0.5), ran=(0,)) == base
-    assert cr.search_supermodel(
-        [1, 0, 0], [0, 0, 0], 0, max_depth=np.int64(2)
-    ).supermodel == (0,)
+    assert cr.search_supermodel([1, 0, 0], [0, 0, 0], 0, max_depth=np.int64(2)).supermodel == (0,)
     assert cr.search_supermodel(q, cost, 0.5, max_depth=100).supermodel
     assert cr.search_supermodel(q, cost, 0.5, ran=np.arange(4)).next_model is None
     k = cr.MAX_MODELS
@@ -492,9 +488,7 @@ def _valid_call(rng: np.random.Generator, func: str, k: int, n: int) -> dict[str
         kw["cov"] = a @ np.swapaxes(a, -1, -2)
     kw["n_samples"] = int(rng.choice([16, 128]))
     kw["seed"] = int(rng.integers(0, 3))
-    kw["quality_bounds"] = [None, (0.0, 1.0), (-np.inf, 0.5), [0.2, np.inf]][
-        int(rng.integers(4))
-    ]
+    kw["quality_bounds"] = [None, (0.0, 1.0), (-np.inf, 0.5), [0.2, np.inf]][int(rng.integers(4))]
     return kw
 
 
@@ -557,18 +551,14 @@ def _fuzz(seed: int, n_calls: int) -> tuple[list[str], int]:
             desc, value = _garbage(rng, k, n)
             kw[name] = value
             changed.append(f"{name}={desc}")
-        positional = [
-            kw.pop(a) for a in names[: (1 if func == "expected_max" else 3)] if a in kw
-        ]
+        positional = [kw.pop(a) for a in names[: (1 if func == "expected_max" else 3)] if a in kw]
         try:
             with np.errstate(all="ignore"):
                 out = getattr(cr, func)(*positional, **kw)
         except ALLOWED:
             continue
-        except Exception as exc:  # noqa: BLE001 - the point of the test
-            failures.append(
-                f"{func}({'; '.join(changed)}) raised {type(exc).__name__}: {exc}"
-            )
+        except Exception as exc:
+            failures.append(f"{func}({'; '.join(changed)}) raised {type(exc).__name__}: {exc}")
             continue
         n_ok += 1
         expected_type = {
@@ -577,9 +567,7 @@ def _fuzz(seed: int, n_calls: int) -> tuple[list[str], int]:
             "search_supermodel_batch": cr.BatchSearchResult,
         }[func]
         if not isinstance(out, expected_type):
-            failures.append(
-                f"{func}({'; '.join(changed)}) returned {type(out).__name__}"
-            )
+            failures.append(f"{func}({'; '.join(changed)}) returned {type(out).__name__}")
     return failures, n_ok
 
 
@@ -587,9 +575,7 @@ def test_fuzz_public_api(backend: str) -> None:
     """Random garbage for every argument: only TypeError or ValueError, never anything else."""
     failures, n_ok = _fuzz(seed=1234, n_calls=3000)
     unique = sorted(set(failures))
-    assert not unique, f"{len(failures)} calls raised something else:\n" + "\n".join(
-        unique[:30]
-    )
+    assert not unique, f"{len(failures)} calls raised something else:\n" + "\n".join(unique[:30])
     assert n_ok > 50  # the fuzzer also produces inputs that are (surprisingly) valid
 
 
@@ -746,9 +732,7 @@ _CORE_FUZZ = textwrap.dedent(
 def _env_with_package() -> dict[str, str]:
     env = dict(os.environ)
     root = os.path.dirname(os.path.dirname(os.path.abspath(cr.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (root, env.get("PYTHONPATH", "")) if p
-    )
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     return env
 
 
@@ -774,9 +758,7 @@ def test_fuzz_compiled_core(seed: int) -> None:
     result = json.loads(lines[-1].removeprefix("RESULT "))
     assert not result["bad"], "\n".join(result["bad"][:30])
     counts = result["counts"]
-    assert (
-        counts["TypeError"] > 50 and counts["ValueError"] > 50 and counts["ok"] > 10
-    ), counts
+    assert counts["TypeError"] > 50 and counts["ValueError"] > 50 and counts["ok"] > 10, counts
 
 
 def test_core_rejects_wrong_dtype_and_layout() -> None:

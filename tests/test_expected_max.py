@@ -1,4 +1,4 @@
-"""``expected_max`` (QMC) against closed forms (ALGORITHM.md §5).
+"""``expected_max`` (QMC) against closed forms (docs/algorithm.md §5).
 
 The tolerances are the ones the ``expected_max`` docstring promises: error below
 ``0.06 * max(sd)`` with 128 Sobol samples and below ``0.006 * max(sd)`` with 4096

@@ -13,7 +13,7 @@ from types import ModuleType
 
 import pytest
 
-from _backends import require_backend
+from _backends import require_backend, require_module
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "fuzz" / "corpus" / "bindings"
@@ -22,7 +22,7 @@ CORPUS = ROOT / "fuzz" / "corpus" / "bindings"
 @pytest.fixture(scope="module")
 def harness() -> ModuleType:
     require_backend("cpp")
-    pytest.importorskip("atheris", reason="the fuzz harness needs atheris (pip install atheris)")
+    require_module("atheris", "test")
     spec = importlib.util.spec_from_file_location(
         "fuzz_bindings", ROOT / "fuzz" / "fuzz_bindings.py"
     )

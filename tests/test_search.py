@@ -1,4 +1,4 @@
-"""The supermodel search (ALGORITHM.md §3–§4) against a brute-force oracle, pruned against
+"""The supermodel search (docs/algorithm.md §3–§4) against a brute-force oracle, pruned against
 unpruned, backend against backend, batch against single decisions, and its invariants."""
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def oracle_search(
     prune: bool = True,
     quality_bounds: tuple[float, float] | None = None,
 ) -> Oracle:
-    """Score every candidate supermodel; written from ALGORITHM.md, not from the kernels.
+    """Score every candidate supermodel; written from docs/algorithm.md, not from the kernels.
 
     Candidates: all ``M ⊇ ran`` with ``|M| <= max_depth`` (``ran`` itself only when it is not
     empty); with ``force_order`` the added models come after every run model; with
@@ -616,7 +616,7 @@ def test_lambda_extremes(backend: str) -> None:
 
 
 def test_pruning_cuts_the_search(backend: str) -> None:
-    """The counter shows pruning at work on workload A (ALGORITHM.md §4), never above the
+    """The counter shows pruning at work on workload A (docs/algorithm.md §4), never above the
     number of candidates, and prefixes are never pruned."""
     rng = np.random.default_rng(99)
     k = 11 if backend != "numpy" else 9

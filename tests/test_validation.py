@@ -7,9 +7,10 @@ import math
 from itertools import combinations
 from typing import Any
 
-import cascade_routing as cr
 import numpy as np
 import pytest
+
+import cascade_routing as cr
 from cascade_routing import engine, validation
 from cascade_routing.validation import UnknownModelError
 
@@ -21,7 +22,9 @@ def _count_candidates(k: int, ran: tuple[int, ...], depth: int) -> int:
     set is no candidate: something must run)."""
     free = [i for i in range(k) if i not in ran]
     smallest = 0 if ran else 1
-    return sum(1 for size in range(smallest, depth - len(ran) + 1) for _ in combinations(free, size))
+    return sum(
+        1 for size in range(smallest, depth - len(ran) + 1) for _ in combinations(free, size)
+    )
 
 
 @pytest.mark.parametrize(
@@ -159,7 +162,9 @@ def test_float_array_messages_name_the_argument() -> None:
         validation.float_array(["a"], "quality", 1)
     with pytest.raises(ValueError, match=r"quality must be 2-D \(queries x models\)"):
         validation.float_array([1.0], "quality", 2, layout="queries x models")
-    with pytest.raises(ValueError, match="quality contains NaN or infinite values; drop those rows"):
+    with pytest.raises(
+        ValueError, match="quality contains NaN or infinite values; drop those rows"
+    ):
         validation.float_array([math.nan], "quality", 1, hint="drop those rows")
     with pytest.raises(ValueError, match="cost must be non-negative"):
         validation.float_array([-1.0], "cost", 1, nonnegative=True)

@@ -7,9 +7,20 @@ fallbacks and test oracles.
 
 from __future__ import annotations
 
-from ._version import __version__
 from ._backend import available as available_backends
 from ._backend import backend, set_backend, use_backend
+from ._version import __version__
+from .engine import (
+    DEFAULT_MAX_WORK,
+    MAX_MODELS,
+    BatchSearchResult,
+    SearchResult,
+    expected_max,
+    search_supermodel,
+    search_supermodel_batch,
+    search_work,
+    standard_normals,
+)
 from .estimators import (
     ConstantCost,
     DefaultUncertainty,
@@ -18,6 +29,7 @@ from .estimators import (
     TwoPhaseCost,
     TwoPhaseQuality,
 )
+from .options import SearchOptions, UncertaintyMode
 from .strategies import (
     AllModelsFailedError,
     Cascade,
@@ -30,20 +42,7 @@ from .strategies import (
     ThresholdCascade,
     load_policy,
 )
-from .engine import (
-    DEFAULT_MAX_WORK,
-    MAX_MODELS,
-    BatchSearchResult,
-    SearchResult,
-    expected_max,
-    search_supermodel,
-    search_supermodel_batch,
-    search_work,
-    standard_normals,
-)
-from .options import SearchOptions, UncertaintyMode
 from .validation import UnknownModelError
-
 
 __all__ = [
     "DEFAULT_MAX_WORK",

@@ -11,8 +11,9 @@ import contextlib
 import importlib
 import os
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -74,7 +75,7 @@ class Backend:
         prefer_expensive: NDArray[np.uint8],
         n_threads: int = 1,
     ) -> Any:
-        """A batch of searches: arrays ``(next_model, mask, utility, quality, cost, evaluated)``."""
+        """A batch of searches: ``(next_model, mask, utility, quality, cost, evaluated)``."""
         o = options
         return self.search_batch(
             quality, cost, lam, int(mode), sd, chol, normals, ran, o.max_depth,
@@ -130,9 +131,7 @@ def _load(name: str) -> Backend:
         )
     if name == "numba":
         nb = importlib.import_module("cascade_routing._numba")
-        return Backend(
-            "numba", nb.search, nb.search_batch, nb.replay_two_phase, nb.cholesky_psd
-        )
+        return Backend("numba", nb.search, nb.search_batch, nb.replay_two_phase, nb.cholesky_psd)
     if name == "numpy":
         from . import _reference as ref
 

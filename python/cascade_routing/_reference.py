@@ -251,7 +251,7 @@ def search_kernel(
     lower=-np.inf,
     upper=np.inf,
 ):
-    """Best supermodel ``M ⊇ ran`` for one query; see ALGORITHM.md §3–§4.
+    """Best supermodel ``M ⊇ ran`` for one query; see docs/algorithm.md §3–§4.
 
     Enumerates supersets of ``ran`` once each, depth first, adding model indices in increasing
     order (so candidates are visited in lexicographic order of the tuples of added models).

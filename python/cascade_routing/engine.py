@@ -9,8 +9,9 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Literal, NamedTuple, Sequence
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -70,9 +71,7 @@ def largest_depth_within(k: int, n_samples: int, max_work: int) -> int:
     return depth
 
 
-def check_work(
-    k: int, n_ran: int, max_depth: int | None, n_samples: int, max_work: Any
-) -> int:
+def check_work(k: int, n_ran: int, max_depth: int | None, n_samples: int, max_work: Any) -> int:
     """Raise ``ValueError`` naming ``max_depth`` if a decision could exceed ``max_work``."""
     cap = check_int(max_work, "max_work", 1)
     work = search_work(k, n_ran, max_depth, n_samples)

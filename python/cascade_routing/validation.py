@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -161,8 +162,7 @@ def check_bounds(bounds: Any, name: str = "quality_bounds") -> tuple[float, floa
         pair = list(bounds)
     else:
         raise TypeError(
-            f"{name} must be None or a (lower, upper) pair of numbers, got "
-            f"{type(bounds).__name__}"
+            f"{name} must be None or a (lower, upper) pair of numbers, got {type(bounds).__name__}"
         )
     if len(pair) != 2:
         raise ValueError(
@@ -351,9 +351,7 @@ def model_index(index: Mapping[str, int], model: Any, what: str = "model") -> in
     try:
         return index[model]
     except (KeyError, TypeError):
-        raise UnknownModelError(
-            f"unknown {what} {model!r}; known models: {list(index)}"
-        ) from None
+        raise UnknownModelError(f"unknown {what} {model!r}; known models: {list(index)}") from None
 
 
 def check_answers(answers: Sequence[Sequence[Any]], n: int, k: int, *, full: bool) -> None:
@@ -366,9 +364,7 @@ def check_answers(answers: Sequence[Sequence[Any]], n: int, k: int, *, full: boo
         if isinstance(row, (str, bytes)) or not hasattr(row, "__len__"):
             raise TypeError(f"answers[{i}] must be a sequence with one entry per model")
         if len(row) != k:
-            raise ValueError(
-                f"answers[{i}] has {len(row)} entries; expected one per model ({k})"
-            )
+            raise ValueError(f"answers[{i}] has {len(row)} entries; expected one per model ({k})")
         if full and any(a is None for a in row):
             raise ValueError(
                 f"answers[{i}] has a missing answer; fitting needs every model's answer"
@@ -398,9 +394,7 @@ def ran_indices(ran: Any, k: int, name: str = "ran") -> NDArray[np.uint8]:
     if arr.size == 0:
         return mask
     if not np.issubdtype(arr.dtype, np.integer):
-        raise TypeError(
-            f"{name} must be model indices (ints) or a boolean mask, got {arr.dtype}"
-        )
+        raise TypeError(f"{name} must be model indices (ints) or a boolean mask, got {arr.dtype}")
     if arr.ndim != 1:
         raise ValueError(f"{name} must be a 1-D sequence of model indices, got shape {arr.shape}")
     if np.any(arr < 0) or np.any(arr >= k):

@@ -40,12 +40,21 @@ def make_logs(n: int, seed: int = 0) -> dict[str, Any]:
         row = []
         for j in range(k):
             parsed = "A" if quality[i, j] else str(rng.choice(["B", "C", "D"]))
-            row.append(ModelAnswer(
-                text=f"The answer is {parsed}" + " because" * int(rng.integers(0, 5)),
-                parsed=parsed, confidence=float(confidence[i, j]),
-                cost=float(COST[j] * (1 + 0.1 * len(text) / 50)),
-            ))
+            row.append(
+                ModelAnswer(
+                    text=f"The answer is {parsed}" + " because" * int(rng.integers(0, 5)),
+                    parsed=parsed,
+                    confidence=float(confidence[i, j]),
+                    cost=float(COST[j] * (1 + 0.1 * len(text) / 50)),
+                )
+            )
         answers.append(row)
     cost = np.array([[a.cost for a in row] for row in answers])
-    return {"queries": queries, "answers": answers, "quality": quality, "cost": cost,
-            "confidence": confidence, "models": MODELS}
+    return {
+        "queries": queries,
+        "answers": answers,
+        "quality": quality,
+        "cost": cost,
+        "confidence": confidence,
+        "models": MODELS,
+    }

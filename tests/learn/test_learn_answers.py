@@ -56,10 +56,12 @@ MULTI_TOKEN: dict[str, Any] = {
     "choices": [
         {
             "message": {"role": "assistant", "content": "Paris"},
-            "logprobs": {"content": [
-                {"token": "Par", "logprob": -0.5},
-                {"token": "is", "logprob": -0.25},
-            ]},
+            "logprobs": {
+                "content": [
+                    {"token": "Par", "logprob": -0.5},
+                    {"token": "is", "logprob": -0.25},
+                ]
+            },
         }
     ],
     "usage": {"prompt_tokens": 10, "completion_tokens": 2},
@@ -94,7 +96,9 @@ def test_from_openai_sums_token_logprobs() -> None:
 
 def test_from_openai_without_logprobs_and_custom_parse() -> None:
     a = ModelAnswer.from_openai(
-        WITHOUT_LOGPROBS, price_in=PRICE_IN, price_out=PRICE_OUT,
+        WITHOUT_LOGPROBS,
+        price_in=PRICE_IN,
+        price_out=PRICE_OUT,
         parse=lambda t: t.strip().rstrip(".").split()[-1],
     )
     assert a.text == "  The answer is 42.  "
@@ -124,12 +128,38 @@ def test_from_openai_without_usage_has_no_cost() -> None:
         ({"choices": [{"message": {"content": None}}]}, ValueError, "content"),
         ({"choices": [{"message": {"content": 3}}]}, TypeError, "content"),
         ({"choices": [{}]}, ValueError, "no 'message'"),
-        ({"choices": [{"message": {"content": "A"}, "logprobs": {"content": [
-            {"token": "A", "logprob": "low"}]}}]}, TypeError, "logprob"),
-        ({"choices": [{"message": {"content": "A"}, "logprobs": {"content": [
-            {"token": "A", "logprob": 0.5}]}}]}, ValueError, "logprob"),
-        ({"choices": [{"message": {"content": "A"}}],
-          "usage": {"prompt_tokens": 1.5, "completion_tokens": 1}}, TypeError, "prompt_tokens"),
+        (
+            {
+                "choices": [
+                    {
+                        "message": {"content": "A"},
+                        "logprobs": {"content": [{"token": "A", "logprob": "low"}]},
+                    }
+                ]
+            },
+            TypeError,
+            "logprob",
+        ),
+        (
+            {
+                "choices": [
+                    {
+                        "message": {"content": "A"},
+                        "logprobs": {"content": [{"token": "A", "logprob": 0.5}]},
+                    }
+                ]
+            },
+            ValueError,
+            "logprob",
+        ),
+        (
+            {
+                "choices": [{"message": {"content": "A"}}],
+                "usage": {"prompt_tokens": 1.5, "completion_tokens": 1},
+            },
+            TypeError,
+            "prompt_tokens",
+        ),
     ],
 )
 def test_from_openai_rejects_malformed_responses(response: Any, error: type, match: str) -> None:

@@ -26,8 +26,15 @@ def logs() -> dict[str, Any]:
 
 
 def test_quality_round_trip_is_identical(logs: dict[str, Any], tmp_path: Path) -> None:
-    est = LearnedQuality(logs["models"], n_hash_features=1024, n_folds=3, n_random_runsets=3,
-                         scale_grid=(0.0, 1.0), calibration="isotonic", seed=2)
+    est = LearnedQuality(
+        logs["models"],
+        n_hash_features=1024,
+        n_folds=3,
+        n_random_runsets=3,
+        scale_grid=(0.0, 1.0),
+        calibration="isotonic",
+        seed=2,
+    )
     est.fit(logs["queries"][:150], logs["answers"][:150], logs["quality"][:150])
     rng = np.random.default_rng(0)
     answers = [[a if rng.random() < 0.5 else None for a in row] for row in logs["answers"][150:]]
@@ -71,8 +78,10 @@ def test_price_table_cost(tmp_path: Path) -> None:
     prices = {"a": (1e-6, 3e-6), "b": (2e-6, 5e-6)}
     # Output tokens = 2 + 0.5 * input tokens for both models, known from the tokens.
     queries = [{"text": "q", "input_tokens": float(t)} for t in (10, 20, 40, 80)]
-    answers = [[ModelAnswer("x" * 3, tokens=("t",) * int(2 + 0.5 * q["input_tokens"]))
-                for _ in models] for q in queries]
+    answers = [
+        [ModelAnswer("x" * 3, tokens=("t",) * int(2 + 0.5 * q["input_tokens"])) for _ in models]
+        for q in queries
+    ]
     cost = PriceTableCost(models, prices).fit(queries, answers)
     new = [{"text": "new", "input_tokens": 60.0}]
     expected = [60 * 1e-6 + (2 + 30) * 3e-6, 60 * 2e-6 + (2 + 30) * 5e-6]
@@ -88,8 +97,7 @@ def test_price_table_cost(tmp_path: Path) -> None:
     loaded = load_estimator(save_estimator(cost, tmp_path / "c"))
     assert np.array_equal(loaded.predict(new, [[None, None]]), cost.predict(new, [[None, None]]))
     # Text only: len(text) / chars_per_token input tokens.
-    assert cost.predict_ex_ante(["abcd" * 10])[0, 0] == pytest.approx(
-        10 * 1e-6 + (2 + 5) * 3e-6)
+    assert cost.predict_ex_ante(["abcd" * 10])[0, 0] == pytest.approx(10 * 1e-6 + (2 + 5) * 3e-6)
 
 
 def test_price_table_cost_bad_input() -> None:

@@ -43,7 +43,9 @@ def _mask(rows: list[list[Any]], keep: list[int]) -> list[list[Any]]:
     return [[a if j in keep else None for j, a in enumerate(row)] for row in rows]
 
 
-def test_predict_is_a_full_covariance_estimate(fitted: LearnedQuality, test: dict[str, Any]) -> None:
+def test_predict_is_a_full_covariance_estimate(
+    fitted: LearnedQuality, test: dict[str, Any]
+) -> None:
     k = len(test["models"])
     rng = np.random.default_rng(0)
     answers = [[a if rng.random() < 0.5 else None for a in row] for row in test["answers"]]
@@ -121,7 +123,9 @@ def test_calibration_beats_raw_confidence(fitted: LearnedQuality, test: dict[str
         assert math.isnan(report[name]["ex_ante"]["brier_raw"])
 
 
-def test_other_models_answers_change_the_estimate(fitted: LearnedQuality, test: dict[str, Any]) -> None:
+def test_other_models_answers_change_the_estimate(
+    fitted: LearnedQuality, test: dict[str, Any]
+) -> None:
     q = test["queries"][:1]
     row = test["answers"][0]
     target = 3  # "huge", not run
@@ -164,8 +168,10 @@ def test_bad_input_names_the_argument(fitted: LearnedQuality, train: dict[str, A
     with pytest.raises(TypeError, match=r"queries\[0\]"):
         fitted.predict([3.5], [row])
     strict = LearnedQuality(train["models"], require_confidence=True, **SMALL)
-    no_conf = [[replace(a, confidence=None) if j == 2 else a for j, a in enumerate(r)]
-               for r in train["answers"]]
+    no_conf = [
+        [replace(a, confidence=None) if j == 2 else a for j, a in enumerate(r)]
+        for r in train["answers"]
+    ]
     with pytest.raises(ValueError, match=r"answers\[0\]\[2\]\.confidence"):
         strict.fit(train["queries"], no_conf, train["quality"])
     y = train["quality"].copy()
@@ -175,8 +181,9 @@ def test_bad_input_names_the_argument(fitted: LearnedQuality, train: dict[str, A
     with pytest.raises(ValueError, match="quality"):
         LearnedQuality(**SMALL).fit(train["queries"], train["answers"], train["quality"] * 2)
     with pytest.raises(ValueError, match=r"answers\[0\]\[0\] is None"):
-        LearnedQuality(**SMALL).fit(train["queries"], _mask(train["answers"], [1, 2, 3]),
-                                    train["quality"])
+        LearnedQuality(**SMALL).fit(
+            train["queries"], _mask(train["answers"], [1, 2, 3]), train["quality"]
+        )
     featured = [{"text": x["text"], "features": {"len": 1.0}} for x in train["queries"]]
     featured[3] = {"text": "t", "features": {"len": math.nan}}
     with pytest.raises(ValueError, match=r"queries\[3\]\['features'\]"):
@@ -189,8 +196,14 @@ def test_bad_input_names_the_argument(fitted: LearnedQuality, train: dict[str, A
 
 def test_numeric_features_and_groups(train: dict[str, Any], test: dict[str, Any]) -> None:
     def with_extras(logs: dict[str, Any]) -> list[dict[str, Any]]:
-        return [{"text": q["text"], "features": {"length": len(q["text"]) / 50.0},
-                 "group": "even" if i % 2 == 0 else "odd"} for i, q in enumerate(logs["queries"])]
+        return [
+            {
+                "text": q["text"],
+                "features": {"length": len(q["text"]) / 50.0},
+                "group": "even" if i % 2 == 0 else "odd",
+            }
+            for i, q in enumerate(logs["queries"])
+        ]
 
     est = LearnedQuality(train["models"], **SMALL).fit(
         with_extras(train), train["answers"], train["quality"]
@@ -202,7 +215,9 @@ def test_numeric_features_and_groups(train: dict[str, Any], test: dict[str, Any]
         est.predict(test["queries"][:1], [[None] * 4])
 
 
-def test_plugs_into_cascade_router(fitted: LearnedQuality, train: dict[str, Any], test: dict[str, Any]) -> None:
+def test_plugs_into_cascade_router(
+    fitted: LearnedQuality, train: dict[str, Any], test: dict[str, Any]
+) -> None:
     models = list(train["models"])
     cost = PriceTableCost(models, {m: (1e-8, 1e-8 * (j + 1)) for j, m in enumerate(models)})
     cost.fit(train["queries"], train["answers"])
@@ -211,11 +226,17 @@ def test_plugs_into_cascade_router(fitted: LearnedQuality, train: dict[str, Any]
         def predict(self, rows: Any, answers: Any) -> Any:
             return cost.predict([train["queries"][int(r)] for r in rows], answers)
 
-    router = CascadeRouter(fitted.cross_fitted(), TrainRows(), models, max_depth=3,
-                           quality_bounds=(0.0, 1.0))
+    router = CascadeRouter(
+        fitted.cross_fitted(), TrainRows(), models, max_depth=3, quality_bounds=(0.0, 1.0)
+    )
     budget = float(np.median(train["cost"].sum(axis=1)) / 4)
-    router.fit(list(range(len(train["queries"]))), train["answers"], train["quality"],
-               train["cost"], budget=budget)
+    router.fit(
+        list(range(len(train["queries"]))),
+        train["answers"],
+        train["quality"],
+        train["cost"],
+        budget=budget,
+    )
     router.quality_estimator, router.cost_estimator = fitted, cost
     res = router.replay(test["queries"], test["answers"], test["quality"], test["cost"])
     assert res.quality.shape == (160,) and np.all(res.n_run >= 1)

@@ -37,11 +37,17 @@ class ServerThread:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((LOOPBACK, 0))
         self.port = self.sock.getsockname()[1]
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan=lifespan,
-                                timeout_graceful_shutdown=2)
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            lifespan=lifespan,
+            timeout_graceful_shutdown=2,
+        )
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
-                                       name=f"uvicorn-{self.port}")
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, name=f"uvicorn-{self.port}"
+        )
 
     @property
     def url(self) -> str:
@@ -71,8 +77,15 @@ class FakeUpstream:
     ``"malformed"``, ``"nousage"``, ``"badshape"``.
     """
 
-    def __init__(self, name: str, *, text: str = "42", logprob: float = -0.05,
-                 delay: float = 0.0, hang_seconds: float = 4.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        text: str = "42",
+        logprob: float = -0.05,
+        delay: float = 0.0,
+        hang_seconds: float = 4.0,
+    ) -> None:
         self.name = name
         self.text = text
         self.logprob = logprob
@@ -107,23 +120,29 @@ class FakeUpstream:
             "object": "chat.completion",
             "created": 0,
             "model": body.get("model", self.name),
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": self.text},
-                "finish_reason": "stop",
-                "logprobs": None,
-            }],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": self.text},
+                    "finish_reason": "stop",
+                    "logprobs": None,
+                }
+            ],
         }
         if body.get("logprobs"):
-            out["choices"][0]["logprobs"] = {"content": [
-                {"token": t, "logprob": self.logprob, "bytes": None, "top_logprobs": []}
-                for t in tokens
-            ]}
+            out["choices"][0]["logprobs"] = {
+                "content": [
+                    {"token": t, "logprob": self.logprob, "bytes": None, "top_logprobs": []}
+                    for t in tokens
+                ]
+            }
         if usage:
             chars = sum(len(m.get("content") or "") for m in body.get("messages", []))
-            out["usage"] = {"prompt_tokens": math.ceil(chars / 4) + 4,
-                            "completion_tokens": len(tokens),
-                            "total_tokens": math.ceil(chars / 4) + 4 + len(tokens)}
+            out["usage"] = {
+                "prompt_tokens": math.ceil(chars / 4) + 4,
+                "completion_tokens": len(tokens),
+                "total_tokens": math.ceil(chars / 4) + 4 + len(tokens),
+            }
         return out
 
     async def chat(self, request: Request) -> Response:
@@ -138,8 +157,11 @@ class FakeUpstream:
             await asyncio.sleep(action[1])
             return JSONResponse(self.completion(body))
         if kind == "429":
-            return JSONResponse({"error": {"message": "slow down"}}, status_code=429,
-                                headers={"Retry-After": str(action[1])})
+            return JSONResponse(
+                {"error": {"message": "slow down"}},
+                status_code=429,
+                headers={"Retry-After": str(action[1])},
+            )
         if kind == "500":
             return JSONResponse({"error": {"message": "boom"}}, status_code=500)
         if kind == "hang":
@@ -169,8 +191,14 @@ def write_policy(path: Path, lam: float = 20.0, models: tuple[str, ...] = MODELS
         def predict(self, queries: Any, answers: Any) -> Any:
             return np.tile(np.linspace(0.5, 0.9, k), (len(queries), 1))
 
-    router = CascadeRouter(_Priors(), ConstantCost(np.linspace(1e-4, 1e-2, k)), list(models),
-                           max_depth=k, order=list(models), quality_bounds=(0.0, 1.0))
+    router = CascadeRouter(
+        _Priors(),
+        ConstantCost(np.linspace(1e-4, 1e-2, k)),
+        list(models),
+        max_depth=k,
+        order=list(models),
+        quality_bounds=(0.0, 1.0),
+    )
     router.set_lambdas(lam)
     router.save(path)
     return path
@@ -182,16 +210,29 @@ def upstream_config(fakes: dict[str, FakeUpstream], **sections: Any) -> dict[str
     for name, fake in fakes.items():
         p_in, p_out = PRICES.get(name, (1e-6, 2e-6))
         models[name] = {
-            "base_url": fake.base_url, "model": f"up-{name}", "price_in": p_in,
-            "price_out": p_out, "api_key_env": f"FAKE_KEY_{name.upper()}", "logprobs": True,
-            "timeout": 2.0, "prior_quality": PRIORS.get(name, 0.6), "prior_sd": 0.2,
+            "base_url": fake.base_url,
+            "model": f"up-{name}",
+            "price_in": p_in,
+            "price_out": p_out,
+            "api_key_env": f"FAKE_KEY_{name.upper()}",
+            "logprobs": True,
+            "timeout": 2.0,
+            "prior_quality": PRIORS.get(name, 0.6),
+            "prior_sd": 0.2,
             "expected_output_tokens": 50,
         }
-    cfg: dict[str, Any] = {"models": models,
-                           "retry": {"max_attempts": 2, "base_delay": 0.01, "max_delay": 0.05,
-                                     "max_retry_after": 1.0, "seed": 0},
-                           "breaker": {"failure_threshold": 3, "cooldown": 0.5},
-                           "server": {"deadline": 8.0, "call_timeout": 3.0}}
+    cfg: dict[str, Any] = {
+        "models": models,
+        "retry": {
+            "max_attempts": 2,
+            "base_delay": 0.01,
+            "max_delay": 0.05,
+            "max_retry_after": 1.0,
+            "seed": 0,
+        },
+        "breaker": {"failure_threshold": 3, "cooldown": 0.5},
+        "server": {"deadline": 8.0, "call_timeout": 3.0},
+    }
     for key, value in sections.items():
         cfg[key] = {**cfg.get(key, {}), **value}
     return cfg

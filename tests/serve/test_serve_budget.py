@@ -38,7 +38,7 @@ def test_controller_converges_on_a_synthetic_stream_with_a_level_shift():
     for t in range(20_000):
         level = 1.0 if t < 10_000 else 2.3
         # Spend falls with the scale of λ (elasticity 0.8), noisy per query.
-        cost = level * 1.3 * ctl.scale ** -0.8 * rng.lognormal(0.0, 0.8) / math.exp(0.32)
+        cost = level * 1.3 * ctl.scale**-0.8 * rng.lognormal(0.0, 0.8) / math.exp(0.32)
         costs.append(cost)
         ctl.observe(cost)
     c = np.array(costs)
@@ -96,14 +96,16 @@ def test_gateway_restart_resumes_lambda_from_the_saved_state(tmp_path):
     state = tmp_path / "budget.json"
     with FakeUpstream("small") as s, FakeUpstream("medium") as m, FakeUpstream("large") as lg:
         fakes = {"small": s, "medium": m, "large": lg}
-        cfg = upstream_config(fakes, budget={"default": 1e-6, "state_file": str(state),
-                                             "gain_i": 0.5})
+        cfg = upstream_config(
+            fakes, budget={"default": 1e-6, "state_file": str(state), "gain_i": 0.5}
+        )
         gw = build_gateway(policy, cfg, environ=fake_env(MODELS))
         with ServerThread(gw.app(), lifespan="on") as srv:
             client = openai.OpenAI(base_url=srv.url + "/v1", api_key="x", max_retries=0)
             for _ in range(5):
                 client.chat.completions.create(
-                    model="cascade-routing", messages=[{"role": "user", "content": "hi"}])
+                    model="cascade-routing", messages=[{"role": "user", "content": "hi"}]
+                )
             client.close()
         scale = gw.budgets.controller("default").scale
         assert scale > 1.0  # overspent a tiny budget: λ went up

@@ -19,8 +19,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def config(**over):
     models = {
-        m: {"base_url": f"http://127.0.0.1:9/{m}/v1", "price_in": 1e-6, "price_out": 2e-6,
-            "api_key_env": f"KEY_{m.upper()}"}
+        m: {
+            "base_url": f"http://127.0.0.1:9/{m}/v1",
+            "price_in": 1e-6,
+            "price_out": 2e-6,
+            "api_key_env": f"KEY_{m.upper()}",
+        }
         for m in MODELS
     }
     cfg = {"models": models}
@@ -45,13 +49,16 @@ def test_missing_api_key_variable_is_named():
         parse_config(config(), environ=env)
 
 
-@pytest.mark.parametrize("patch, message", [
-    ({"price_in": -1}, "price_in must be finite and >= 0"),
-    ({"price_out": "cheap"}, "price_out must be a number"),
-    ({"base_url": "ftp://x"}, "base_url must start with http"),
-    ({"timeout": 0}, "timeout must be finite and > 0"),
-    ({"colour": "red"}, "unknown keys \\['colour'\\]"),
-])
+@pytest.mark.parametrize(
+    "patch, message",
+    [
+        ({"price_in": -1}, "price_in must be finite and >= 0"),
+        ({"price_out": "cheap"}, "price_out must be a number"),
+        ({"base_url": "ftp://x"}, "base_url must start with http"),
+        ({"timeout": 0}, "timeout must be finite and > 0"),
+        ({"colour": "red"}, "unknown keys \\['colour'\\]"),
+    ],
+)
 def test_bad_model_fields_are_named(patch, message):
     cfg = config()
     cfg["models"]["small"].update(patch)
@@ -69,8 +76,10 @@ def test_bad_sections_are_named():
     with pytest.raises(ConfigError, match="unknown model 'huge'"):
         parse_config(config(server={"fallback_model": "huge"}), environ=ENV)
     with pytest.raises(ConfigError, match="TEAM_KEY is not set"):
-        parse_config(config(budget={"tenants": {"t": {"api_key_env": "TEAM_KEY",
-                                                      "budget": 0.1}}}), environ=ENV)
+        parse_config(
+            config(budget={"tenants": {"t": {"api_key_env": "TEAM_KEY", "budget": 0.1}}}),
+            environ=ENV,
+        )
 
 
 def test_yaml_and_json_files(tmp_path):
@@ -108,8 +117,16 @@ def test_the_command_fails_at_start_up_with_a_clear_message(tmp_path):
     cfg.write_text(json.dumps(config()))
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEY_")}
     env["PYTHONPATH"] = str(ROOT / "python")
-    cmd = [sys.executable, "-m", "cascade_routing.serve", "--policy", str(policy),
-           "--config", str(cfg), "--check"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cascade_routing.serve",
+        "--policy",
+        str(policy),
+        "--config",
+        str(cfg),
+        "--check",
+    ]
     missing = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2
     assert "KEY_SMALL is not set" in missing.stderr

@@ -33,21 +33,31 @@ MESSAGES = [{"role": "user", "content": f"Which is larger, 7 or 9? {MARKER}"}]
 
 
 @contextlib.contextmanager
-def stack(tmp_path: Path, *, lam: float = 100.0, texts: dict[str, str] | None = None,
-          quality_estimator: Any = None, env: dict[str, str] | None = None,
-          **sections: Any) -> Iterator[Any]:
+def stack(
+    tmp_path: Path,
+    *,
+    lam: float = 100.0,
+    texts: dict[str, str] | None = None,
+    quality_estimator: Any = None,
+    env: dict[str, str] | None = None,
+    **sections: Any,
+) -> Iterator[Any]:
     """Three fake upstreams and a gateway in front of them; yields a namespace."""
     texts = texts or {"small": "nine", "medium": "it is nine", "large": "9 is larger"}
     policy = write_policy(tmp_path / "policy.json", lam=lam)
     with contextlib.ExitStack() as es:
-        fakes = {m: es.enter_context(FakeUpstream(m, text=texts[m], logprob=-0.05))
-                 for m in MODELS}
+        fakes = {
+            m: es.enter_context(FakeUpstream(m, text=texts[m], logprob=-0.05)) for m in MODELS
+        }
         cfg = upstream_config(fakes, **sections)
-        gw = build_gateway(policy, cfg, environ={**fake_env(MODELS), **(env or {})},
-                           quality_estimator=quality_estimator)
+        gw = build_gateway(
+            policy,
+            cfg,
+            environ={**fake_env(MODELS), **(env or {})},
+            quality_estimator=quality_estimator,
+        )
         srv = es.enter_context(ServerThread(gw.app(), lifespan="on"))
-        client = openai.OpenAI(base_url=srv.url + "/v1", api_key="none", max_retries=0,
-                               timeout=20)
+        client = openai.OpenAI(base_url=srv.url + "/v1", api_key="none", max_retries=0, timeout=20)
         es.callback(client.close)
 
         class NS:
@@ -88,11 +98,17 @@ def test_completion_keeps_the_openai_shape_and_adds_model_cost_and_trace(tmp_pat
 
 
 def test_streaming_sends_the_accepted_answer_then_done(tmp_path):
-    with stack(tmp_path, texts={"small": "x " * 100, "medium": "y " * 100,
-                                "large": "z " * 100}) as s:
-        chunks = list(s.client.chat.completions.create(
-            model="cascade-routing", messages=MESSAGES, stream=True,
-            stream_options={"include_usage": True}))
+    with stack(
+        tmp_path, texts={"small": "x " * 100, "medium": "y " * 100, "large": "z " * 100}
+    ) as s:
+        chunks = list(
+            s.client.chat.completions.create(
+                model="cascade-routing",
+                messages=MESSAGES,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     final = [c for c in chunks if c.choices and c.choices[0].finish_reason]
     assert len(final) == 1
@@ -212,8 +228,7 @@ def test_fallback_model_when_the_loop_fails_before_any_call(tmp_path):
         def predict(self, queries, answers):
             raise RuntimeError("estimator down")
 
-    with stack(tmp_path, quality_estimator=Broken(),
-               server={"fallback_model": "medium"}) as s:
+    with stack(tmp_path, quality_estimator=Broken(), server={"fallback_model": "medium"}) as s:
         r = s.client.chat.completions.create(model="cascade-routing", messages=MESSAGES)
     assert r.model == "medium" and ext(r)["trace"]["fallback"] == "fallback_model"
 
@@ -243,14 +258,21 @@ def test_models_health_metrics_and_savings(tmp_path):
         with pytest.raises(openai.NotFoundError):
             s.client.chat.completions.create(model="gpt-4", messages=MESSAGES)
     assert health["status"] == "ok" and set(health["upstreams"]) == set(MODELS)
-    lines = dict(line.rsplit(" ", 1) for line in metrics.splitlines()
-                 if line and not line.startswith("#"))
-    decided = sum(float(v) for k, v in lines.items()
-                  if k.startswith("cascade_routing_decisions_total{"))
+    lines = dict(
+        line.rsplit(" ", 1) for line in metrics.splitlines() if line and not line.startswith("#")
+    )
+    decided = sum(
+        float(v) for k, v in lines.items() if k.startswith("cascade_routing_decisions_total{")
+    )
     assert decided == n
-    for name in ("cascade_routing_upstream_calls_total", "cascade_routing_cost_dollars_total",
-                 "cascade_routing_decision_seconds_bucket", "cascade_routing_upstream_seconds",
-                 'cascade_routing_lambda{tenant="default"}', "cascade_routing_request_seconds"):
+    for name in (
+        "cascade_routing_upstream_calls_total",
+        "cascade_routing_cost_dollars_total",
+        "cascade_routing_decision_seconds_bucket",
+        "cascade_routing_upstream_seconds",
+        'cascade_routing_lambda{tenant="default"}',
+        "cascade_routing_request_seconds",
+    ):
         assert any(k.startswith(name) for k in lines), name
     assert savings["requests"] == n and savings["dearest_model"] == "large"
     assert savings["spent_dollars"] > 0
@@ -259,8 +281,10 @@ def test_models_health_metrics_and_savings(tmp_path):
 def test_feedback_is_logged_bounded_and_appended_to_jsonl(tmp_path):
     log_file = tmp_path / "feedback.jsonl"
     with stack(tmp_path, feedback={"jsonl": str(log_file), "max_entries": 2}) as s:
-        ids = [s.client.chat.completions.create(model="cascade-routing",
-                                                messages=MESSAGES).id for _ in range(3)]
+        ids = [
+            s.client.chat.completions.create(model="cascade-routing", messages=MESSAGES).id
+            for _ in range(3)
+        ]
         for i, rid in enumerate(ids):
             resp = httpx.post(s.url + "/v1/feedback", json={"request_id": rid, "score": i})
             assert resp.status_code == 202
@@ -278,15 +302,19 @@ def test_bad_requests_get_clear_errors(tmp_path):
     with stack(tmp_path) as s:
         bad_json = httpx.post(s.url + "/v1/chat/completions", content=b"{nope")
         no_msgs = httpx.post(s.url + "/v1/chat/completions", json={"model": "cascade-routing"})
-        empty = httpx.post(s.url + "/v1/chat/completions",
-                           json={"model": "cascade-routing", "messages": []})
+        empty = httpx.post(
+            s.url + "/v1/chat/completions", json={"model": "cascade-routing", "messages": []}
+        )
     assert bad_json.status_code == no_msgs.status_code == empty.status_code == 400
     assert "messages" in no_msgs.json()["error"]["message"]
 
 
 def test_tenants_have_their_own_budget_and_unknown_keys_are_refused(tmp_path):
-    budget = {"tenants": {"a": {"api_key_env": "TENANT_A_KEY", "budget": 1e-6}},
-              "require_tenant_key": True, "gain_i": 1.0}
+    budget = {
+        "tenants": {"a": {"api_key_env": "TENANT_A_KEY", "budget": 1e-6}},
+        "require_tenant_key": True,
+        "gain_i": 1.0,
+    }
     with stack(tmp_path, budget=budget, env={"TENANT_A_KEY": "tenant-a-secret"}) as s:
         with pytest.raises(openai.AuthenticationError):
             s.client.chat.completions.create(model="cascade-routing", messages=MESSAGES)

@@ -1,5 +1,5 @@
 // Replay of a routing strategy over many queries with two-phase (ex-ante / post-hoc)
-// estimates: the inner loop of fitting λ (ALGORITHM.md §3, §7). Pure C++17, no Python.
+// estimates: the inner loop of fitting λ (docs/algorithm.md §3, §8). Pure C++17, no Python.
 // Semantics: `replay_two_phase_kernel` in python/cascade_routing/_reference.py.
 #pragma once
 

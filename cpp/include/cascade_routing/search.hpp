@@ -1,4 +1,4 @@
-// Supermodel search: the per-decision optimisation of cascade routing (ALGORITHM.md §3-§5).
+// Supermodel search: the per-decision optimisation of cascade routing (docs/algorithm.md §3-§5).
 //
 // Pure C++17, no Python. The semantics are those of the NumPy reference kernels in
 // python/cascade_routing/_reference.py, step by step: the same depth-first enumeration order,

@@ -1,7 +1,7 @@
 """Cost–quality evaluation of the strategies on logged data (docs/algorithm.md §10).
 
 For every strategy and every budget of the grid, fit on the training queries, replay on the
-test queries, and collect per-query cost and quality. The curves give the AUC of §8, with
+test queries, and collect per-query cost and quality. The curves give the AUC of §10, with
 bootstrap intervals over test queries (or none, with ``n_boot=0``); the single models' upper hull
 is the "linear" baseline.
 """
@@ -273,7 +273,7 @@ def evaluate(
             f"tables cover {tables.n_queries} x {tables.n_models}, the dataset "
             f"{dataset.n_queries} x {dataset.n_models}; estimate every row and model"
         )
-    # Models in ascending mean training cost: the order of cascades (§1).
+    # Models in ascending mean training cost: the order of cascades (docs/algorithm.md §1).
     perm = np.argsort(dataset.cost[train].mean(axis=0), kind="stable")
     data = dataset.select_models([dataset.models[i] for i in perm])
     tab = tables.select_models(perm)

@@ -69,13 +69,13 @@ def _logistic(
         return None
     model = LogisticRegression(C=C, random_state=seed, max_iter=1000)
     model.fit(x[train], y_train.astype(int))
-    return model.predict_proba(x)[:, 1]
+    return np.asarray(model.predict_proba(x)[:, 1], dtype=np.float64)
 
 
 def _standardise(values: NDArray[np.float64], train: NDArray[np.int64]) -> NDArray[np.float64]:
     mu = values[train].mean()
     sd = values[train].std()
-    return (values - mu) / sd if sd > 0 else values - mu
+    return np.asarray((values - mu) / sd if sd > 0 else values - mu, dtype=np.float64)
 
 
 def _groups_in_training(
@@ -250,7 +250,7 @@ def _ex_ante_cost(
             if total > 0:
                 rate_g = dataset.cost[in_train].sum(axis=0) / total
                 out[rows] = chars[rows, None] * rate_g[None, :]
-    return out
+    return np.asarray(out, dtype=np.float64)
 
 
 def swebench_estimates(

@@ -110,7 +110,7 @@ def _noise(noise: str | Sequence[float]) -> tuple[float, float, float, float]:
         )
     if not all(np.isfinite(v) and v >= 0 for v in values):
         raise ValueError(f"noise standard deviations must be finite and >= 0, got {values}")
-    return values  # type: ignore[return-value]
+    return values
 
 
 def _draw_signals(

@@ -244,7 +244,7 @@ def _token_logprobs(value: Any) -> tuple[tuple[float, ...] | None, tuple[str, ..
             raise TypeError(
                 f"{where}['content'][{t}]['token'] must be a str, got {type(tok).__name__}"
             )
-        lp_f = float(lp)
+        lp_f = float(lp)  # type: ignore[arg-type]  # is_real(lp) holds
         if math.isnan(lp_f) or lp_f > 0:
             raise ValueError(
                 f"{where}['content'][{t}]['logprob'] must be a log-probability (<= 0), got {lp_f}"

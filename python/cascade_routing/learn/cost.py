@@ -61,7 +61,9 @@ class PriceTableCost:
         missing = [m for m in self.models if m not in seen]
         if missing:
             raise ValueError(f"prices lacks models {missing}")
-        self.prices = {m: (float(table[j, 0]), float(table[j, 1])) for j, m in enumerate(self.models)}
+        self.prices = {
+            m: (float(table[j, 0]), float(table[j, 1])) for j, m in enumerate(self.models)
+        }
         self.price_table_ = table
         self.chars_per_token = check_number(chars_per_token, "chars_per_token", 1e-6)
 
@@ -174,7 +176,9 @@ class PriceTableCost:
         out_tokens = np.maximum(self.intercept_ + self.slope_ * x, 0.0)
         return x * self.price_table_[:, 0] + out_tokens * self.price_table_[:, 1]
 
-    def predict(self, queries: Sequence[Any], answers: Sequence[Sequence[Any]]) -> NDArray[np.float64]:
+    def predict(
+        self, queries: Sequence[Any], answers: Sequence[Sequence[Any]]
+    ) -> NDArray[np.float64]:
         """Costs ``(n, k)``: observed for the models that have run, ex ante for the others.
 
         A run model's answer without ``cost`` is priced from its output tokens (when known) or
@@ -205,7 +209,9 @@ class PriceTableCost:
         return params, {"intercept_": self.intercept_, "slope_": self.slope_}
 
     @classmethod
-    def _from_state(cls, params: Mapping[str, Any], arrays: Mapping[str, ArrayLike]) -> PriceTableCost:
+    def _from_state(
+        cls, params: Mapping[str, Any], arrays: Mapping[str, ArrayLike]
+    ) -> PriceTableCost:
         prices = params["prices"]
         if not isinstance(prices, Mapping):
             raise ValueError("saved PriceTableCost: 'prices' must be an object")
@@ -218,4 +224,3 @@ class PriceTableCost:
         obj.intercept_ = float_array(arrays["intercept_"], "intercept_", 1, shape=(k,))
         obj.slope_ = float_array(arrays["slope_"], "slope_", 1, shape=(k,))
         return obj
-

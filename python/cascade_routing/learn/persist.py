@@ -45,7 +45,7 @@ def save_estimator(estimator: LearnedQuality | PriceTableCost, path: str | Path)
         )
     params, arrays = estimator._state()
     buf = io.BytesIO()
-    np.savez(buf, **{key: np.asarray(value) for key, value in arrays.items()})
+    np.savez(buf, **{key: np.asarray(value) for key, value in arrays.items()})  # type: ignore[arg-type]
     blob = buf.getvalue()
     json_path, npz_path = _paths(path)
     meta = {
@@ -86,6 +86,6 @@ def load_estimator(path: str | Path) -> LearnedQuality | PriceTableCost:
     with np.load(io.BytesIO(blob), allow_pickle=False) as data:
         arrays = {key: data[key] for key in data.files}
     try:
-        return cls._from_state(meta["params"], arrays)
+        return cls._from_state(meta["params"], arrays)  # type: ignore[no-any-return]
     except KeyError as exc:
         raise ValueError(f"{json_path}: saved estimator lacks {exc}") from None

@@ -403,7 +403,9 @@ class LearnedQuality:
             if not _all_real(vals):
                 raise TypeError(f"queries[{i}]['features'] must hold numbers, got {vals!r:.80}")
             num[i] = float_array(
-                np.asarray(vals, dtype=np.float64), f"queries[{i}]['features']", 1,
+                np.asarray(vals, dtype=np.float64),
+                f"queries[{i}]['features']",
+                1,
                 shape=(self.n_numeric_,),
             )
         if fitting:
@@ -432,7 +434,9 @@ class LearnedQuality:
             return sparse.hstack([text, sparse.csr_matrix(num)], format="csr")
         return text.tocsr()
 
-    def _fit_ante(self, x: Any, y: NDArray[np.float64], alpha: float) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    def _fit_ante(
+        self, x: Any, y: NDArray[np.float64], alpha: float
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Ridge regression of every model's quality at once: coefficients ``(d, k)`` and
         intercepts ``(k,)``. Stage 1 only feeds stage 2 (which makes the probabilities), so a
         linear score suffices, and one multi-output solve is much faster than k logistic fits
@@ -449,8 +453,7 @@ class LearnedQuality:
         n = len(q.texts)
         out = np.empty((n, len(self.models_)))
         keys = [
-            (t, None if f is None else repr(f), g)
-            for t, f, g in zip(q.texts, q.numeric, q.groups)
+            (t, None if f is None else repr(f), g) for t, f, g in zip(q.texts, q.numeric, q.groups)
         ]
         todo = []
         for i, key in enumerate(keys):
@@ -461,7 +464,8 @@ class LearnedQuality:
                 out[i] = hit
         if todo:
             sub = _Queries(
-                [q.texts[i] for i in todo], [q.numeric[i] for i in todo],
+                [q.texts[i] for i in todo],
+                [q.numeric[i] for i in todo],
                 [q.groups[i] for i in todo],
             )
             x = self._ante_design(sub, fitting=False)
@@ -504,8 +508,9 @@ class LearnedQuality:
     def _standardised(self, a: _Answers) -> dict[str, NDArray[np.float64]]:
         """Per-answer features, standardised, missing -> 0 with an indicator."""
         finite = np.isfinite(a.conf)
-        z = np.where(finite, (np.nan_to_num(a.conf, neginf=0.0) - self.conf_mean_)
-                     / self.conf_sd_, 0.0)
+        z = np.where(
+            finite, (np.nan_to_num(a.conf, neginf=0.0) - self.conf_mean_) / self.conf_sd_, 0.0
+        )
         out = {
             "conf": np.clip(z, -_Z_CLIP, _Z_CLIP),
             "cmiss": (~finite).astype(np.float64),
@@ -517,8 +522,9 @@ class LearnedQuality:
                 ("lpmin", a.lp_min, self.lp_min_mean_, self.lp_min_sd_),
             ):
                 ok = np.isfinite(v)
-                out[name] = np.where(ok, np.clip((np.nan_to_num(v) - mu) / sd, -_Z_CLIP, _Z_CLIP),
-                                     0.0)
+                out[name] = np.where(
+                    ok, np.clip((np.nan_to_num(v) - mu) / sd, -_Z_CLIP, _Z_CLIP), 0.0
+                )
         return out
 
     def _features(
@@ -562,9 +568,11 @@ class LearnedQuality:
         we = self.w_extra_[g]
         lo = x @ w[:, :, 0] + np.einsum("mek,ek->mk", extra, we[:, :, 0]) + self.b_[g, :, 0]
         hi = x @ w[:, :, 1] + np.einsum("mek,ek->mk", extra, we[:, :, 1]) + self.b_[g, :, 1]
-        return np.where(ran, hi, lo)
+        return np.asarray(np.where(ran, hi, lo), dtype=np.float64)
 
-    def _calibrate(self, logits: NDArray[np.float64], ran: NDArray[np.bool_]) -> NDArray[np.float64]:
+    def _calibrate(
+        self, logits: NDArray[np.float64], ran: NDArray[np.bool_]
+    ) -> NDArray[np.float64]:
         if self.calibration == "platt":
             a = np.where(ran, self.platt_[:, 1, 0], self.platt_[:, 0, 0])
             b = np.where(ran, self.platt_[:, 1, 1], self.platt_[:, 0, 1])
@@ -583,7 +591,9 @@ class LearnedQuality:
 
     # ------------------------------------------------------------------ fit
 
-    def fit(self, queries: Sequence[Any], answers: Sequence[Sequence[Any]], quality: ArrayLike) -> LearnedQuality:
+    def fit(
+        self, queries: Sequence[Any], answers: Sequence[Sequence[Any]], quality: ArrayLike
+    ) -> LearnedQuality:
         """Fit on logged queries with every model's answer and the true quality.
 
         Parameters
@@ -603,7 +613,9 @@ class LearnedQuality:
         with threadpool_limits(limits=1):
             return self._fit(queries, answers, quality)
 
-    def _fit(self, queries: Sequence[Any], answers: Sequence[Sequence[Any]], quality: ArrayLike) -> LearnedQuality:
+    def _fit(
+        self, queries: Sequence[Any], answers: Sequence[Sequence[Any]], quality: ArrayLike
+    ) -> LearnedQuality:
         from sklearn.model_selection import KFold
 
         q = _parse_queries(queries)
@@ -619,9 +631,7 @@ class LearnedQuality:
             raise ValueError("quality must lie in [0, 1] (e.g. 0/1 correctness)")
         k = y.shape[1]
         if self.models is not None and len(self.models) != k:
-            raise ValueError(
-                f"quality has {k} columns but models names {len(self.models)} models"
-            )
+            raise ValueError(f"quality has {k} columns but models names {len(self.models)} models")
         self.models_ = self.models or tuple(f"m{j}" for j in range(k))
         if self.max_depth is None and k > MAX_ALL_RUNSETS:
             raise ValueError(
@@ -677,8 +687,12 @@ class LearnedQuality:
                 # saw neither fold g nor the row's own fold, so nothing of fold g reaches it.
                 nested = self._nested_ante(x_ante, y, folds, g, oof_ante)
                 use = folds[rows] != g
-                xg, eg = self._features(nested[rows[use]], {key: v[use] for key, v in
-                                        sub_std.items()}, sub_agree[use], masks[use])
+                xg, eg = self._features(
+                    nested[rows[use]],
+                    {key: v[use] for key, v in sub_std.items()},
+                    sub_agree[use],
+                    masks[use],
+                )
             else:
                 use = np.ones(rows.size, dtype=bool)
                 xg, eg = x_all, extra_all
@@ -705,8 +719,14 @@ class LearnedQuality:
         cov_rows = np.arange(n)
         if n > self.n_cov_rows:
             cov_rows = np.sort(rng.choice(n, self.n_cov_rows, replace=False))
-        self._held_out = (cov_rows, oof_ante[cov_rows], {key: v[cov_rows] for key, v in std.items()},
-                          a.agree[cov_rows], folds[cov_rows], y[cov_rows])
+        self._held_out = (
+            cov_rows,
+            oof_ante[cov_rows],
+            {key: v[cov_rows] for key, v in std.items()},
+            a.agree[cov_rows],
+            folds[cov_rows],
+            y[cov_rows],
+        )
         self._fit_covariances()
         if self.uncertainty_scale == "fit":
             self.scale_, self.scale_loss_ = self._fit_scale(rng)
@@ -717,12 +737,24 @@ class LearnedQuality:
         del self._held_out
         logger.info(
             "LearnedQuality fitted: %d queries, %d models, %d augmented rows, %d features, "
-            "%d run-sets, scale %.4g", n, k, rows.size, n_feat, len(self.runset_index_),
+            "%d run-sets, scale %.4g",
+            n,
+            k,
+            rows.size,
+            n_feat,
+            len(self.runset_index_),
             self.scale_,
         )
         return self
 
-    def _nested_ante(self, x: Any, y: NDArray[np.float64], folds: NDArray[np.int64], g: int, oof: NDArray[np.float64]) -> NDArray[np.float64]:
+    def _nested_ante(
+        self,
+        x: Any,
+        y: NDArray[np.float64],
+        folds: NDArray[np.int64],
+        g: int,
+        oof: NDArray[np.float64],
+    ) -> NDArray[np.float64]:
         """Ex-ante scores for fold model ``g``: rows of fold ``h != g`` from a stage-1 model
         fitted on the folds other than ``g`` and ``h``; rows of fold ``g`` keep ``oof``."""
         out = oof.copy()
@@ -735,7 +767,9 @@ class LearnedQuality:
             out[te] = np.asarray(x[te] @ coef) + icpt
         return out
 
-    def _training_runsets(self, n: int, k: int, rng: np.random.Generator) -> list[tuple[NDArray[np.int64], NDArray[np.bool_]]]:
+    def _training_runsets(
+        self, n: int, k: int, rng: np.random.Generator
+    ) -> list[tuple[NDArray[np.int64], NDArray[np.bool_]]]:
         out = []
         all_rows = np.arange(n)
         for depth in range(k + 1):
@@ -751,12 +785,18 @@ class LearnedQuality:
             out.append((np.repeat(all_rows, reps), mask.reshape(n * reps, k)))
         return out
 
-    def _fit_calibration(self, logits: NDArray[np.float64], ran: NDArray[np.bool_], y: NDArray[np.float64]) -> None:
+    def _fit_calibration(
+        self, logits: NDArray[np.float64], ran: NDArray[np.bool_], y: NDArray[np.float64]
+    ) -> None:
         k = logits.shape[1]
         self.platt_ = np.zeros((k, 2, 2))
         self.platt_[:, :, 0] = 1.0
-        self.iso_x_: list[list[NDArray[np.float64]]] = [[np.zeros(0), np.zeros(0)] for _ in range(k)]
-        self.iso_y_: list[list[NDArray[np.float64]]] = [[np.zeros(0), np.zeros(0)] for _ in range(k)]
+        self.iso_x_: list[list[NDArray[np.float64]]] = [
+            [np.zeros(0), np.zeros(0)] for _ in range(k)
+        ]
+        self.iso_y_: list[list[NDArray[np.float64]]] = [
+            [np.zeros(0), np.zeros(0)] for _ in range(k)
+        ]
         if self.calibration == "none":
             return
         for j in range(k):
@@ -765,7 +805,9 @@ class LearnedQuality:
                 if sel.sum() < 2:
                     continue
                 if self.calibration == "platt":
-                    w, b = _logistic(logits[sel, j][:, None], y[sel, j], 1e4, self.seed, dense=True)
+                    w, b = _logistic(
+                        logits[sel, j][:, None], y[sel, j], 1e4, self.seed, dense=True
+                    )
                     self.platt_[j, s] = (w[0], b)
                 else:
                     from sklearn.isotonic import IsotonicRegression
@@ -855,8 +897,9 @@ class LearnedQuality:
     def _finish_covariances(self) -> None:
         k = len(self.models_)
         self.cov_ = self.cov_unit_ * self.scale_
-        self.chol_ = np.stack([_cholesky(c) for c in self.cov_]) if len(self.cov_) else \
-            np.zeros((0, k, k))
+        self.chol_ = (
+            np.stack([_cholesky(c) for c in self.cov_]) if len(self.cov_) else np.zeros((0, k, k))
+        )
         self._build_runset_index()
 
     def _build_runset_index(self) -> None:
@@ -867,7 +910,7 @@ class LearnedQuality:
     def _runset_cov(self, ran: NDArray[np.bool_]) -> NDArray[np.float64]:
         s = self.runset_index_.get(ran.tobytes())
         if s is not None:
-            return self.cov_[s]
+            return np.asarray(self.cov_[s], dtype=np.float64)
         # Deeper than max_depth: Σ of the first max_depth run models in cost order, with no
         # (co)variance for the other run models.
         depth = self.max_depth or len(ran)
@@ -878,7 +921,7 @@ class LearnedQuality:
         rest = ran & ~mask
         cov[rest, :] = 0.0
         cov[:, rest] = 0.0
-        return cov
+        return np.asarray(cov, dtype=np.float64)
 
     def cholesky(self, ran: ArrayLike) -> NDArray[np.float64]:
         """Lower Cholesky factor of the (scaled) ``Σ_R`` of run-set ``ran`` (precomputed)."""
@@ -889,7 +932,9 @@ class LearnedQuality:
         s = self.runset_index_.get(mask.tobytes())
         return self.chol_[s] if s is not None else _cholesky(self._runset_cov(mask))
 
-    def _predict_parts(self, queries: Sequence[Any], answers: Sequence[Sequence[Any]]) -> tuple[NDArray[np.float64], NDArray[np.bool_], NDArray[np.float64]]:
+    def _predict_parts(
+        self, queries: Sequence[Any], answers: Sequence[Sequence[Any]]
+    ) -> tuple[NDArray[np.float64], NDArray[np.bool_], NDArray[np.float64]]:
         """``(calibrated means, ran mask, raw logits)`` of new queries."""
         self._check_fitted()
         q = _parse_queries(queries)
@@ -927,7 +972,14 @@ class LearnedQuality:
 
     # ------------------------------------------------------------------ calibration report
 
-    def calibration_report(self, queries: Sequence[Any], answers: Sequence[Sequence[Any]], quality: ArrayLike, *, n_bins: int = 10) -> dict[str, dict[str, dict[str, float]]]:
+    def calibration_report(
+        self,
+        queries: Sequence[Any],
+        answers: Sequence[Sequence[Any]],
+        quality: ArrayLike,
+        *,
+        n_bins: int = 10,
+    ) -> dict[str, dict[str, dict[str, float]]]:
         """Brier score and ECE per model on held-out data, before and after calibration.
 
         For each model ``j`` two situations: ``"ex_ante"`` (nothing has run) and ``"own"``
@@ -955,12 +1007,16 @@ class LearnedQuality:
                 p_cal = self._calibrate(logits, ran)[:, j]
                 p_unc = _sigmoid(logits[:, j])
                 conf = full.conf[:, j]
-                raw = np.exp(np.minimum(np.nan_to_num(conf, nan=0.0), 0.0)) \
-                    if own and np.all(conf[np.isfinite(conf)] <= 0) else None
+                raw = (
+                    np.exp(np.minimum(np.nan_to_num(conf, nan=0.0), 0.0))
+                    if own and np.all(conf[np.isfinite(conf)] <= 0)
+                    else None
+                )
                 entry = {
                     "brier_raw": math.nan if raw is None else brier_score(raw, y[:, j]),
-                    "ece_raw": math.nan if raw is None else expected_calibration_error(
-                        raw, y[:, j], n_bins),
+                    "ece_raw": math.nan
+                    if raw is None
+                    else expected_calibration_error(raw, y[:, j], n_bins),
                     "brier_uncalibrated": brier_score(p_unc, y[:, j]),
                     "ece_uncalibrated": expected_calibration_error(p_unc, y[:, j], n_bins),
                     "brier_calibrated": brier_score(p_cal, y[:, j]),
@@ -969,18 +1025,40 @@ class LearnedQuality:
                 report[name][label] = entry
         return report
 
-
     # ------------------------------------------------------------------ state (persist.py)
 
     _HYPER = (
-        "n_hash_features", "alphas_ante", "C_post", "n_random_runsets", "n_folds", "calibration",
-        "max_depth", "uncertainty_scale", "scale_grid", "quality_bounds", "require_confidence",
-        "n_cov_rows", "cache_size", "seed",
+        "n_hash_features",
+        "alphas_ante",
+        "C_post",
+        "n_random_runsets",
+        "n_folds",
+        "calibration",
+        "max_depth",
+        "uncertainty_scale",
+        "scale_grid",
+        "quality_bounds",
+        "require_confidence",
+        "n_cov_rows",
+        "cache_size",
+        "seed",
     )
     _ARRAYS = (
-        "num_mean_", "num_sd_", "conf_mean_", "conf_sd_", "len_mean_", "len_sd_",
-        "lp_mean_mean_", "lp_mean_sd_", "lp_min_mean_", "lp_min_sd_", "ante_intercept_",
-        "platt_", "cov_unit_", "cov_", "chol_",
+        "num_mean_",
+        "num_sd_",
+        "conf_mean_",
+        "conf_sd_",
+        "len_mean_",
+        "len_sd_",
+        "lp_mean_mean_",
+        "lp_mean_sd_",
+        "lp_min_mean_",
+        "lp_min_sd_",
+        "ante_intercept_",
+        "platt_",
+        "cov_unit_",
+        "cov_",
+        "chol_",
     )
 
     def _state(self) -> tuple[dict[str, Any], dict[str, NDArray[Any]]]:
@@ -1007,13 +1085,18 @@ class LearnedQuality:
         rows = np.flatnonzero(np.any(self.ante_coef_ != 0.0, axis=1))
         arrays: dict[str, NDArray[Any]] = {name: getattr(self, name) for name in self._ARRAYS}
         g = self.W_.shape[0] - 1
-        arrays.update({
-            "ante_coef_rows": rows.astype(np.int64),
-            "ante_coef_values": self.ante_coef_[rows],
-            "ante_coef_n_rows": np.array([self.ante_coef_.shape[0]], dtype=np.int64),
-            "W_": self.W_[g:], "w_extra_": self.w_extra_[g:], "b_": self.b_[g:],
-            "order_": self.order_, "runsets_": self.runsets_.astype(np.uint8),
-        })
+        arrays.update(
+            {
+                "ante_coef_rows": rows.astype(np.int64),
+                "ante_coef_values": self.ante_coef_[rows],
+                "ante_coef_n_rows": np.array([self.ante_coef_.shape[0]], dtype=np.int64),
+                "W_": self.W_[g:],
+                "w_extra_": self.w_extra_[g:],
+                "b_": self.b_[g:],
+                "order_": self.order_,
+                "runsets_": self.runsets_.astype(np.uint8),
+            }
+        )
         for j in range(len(self.models_)):
             for s in (0, 1):
                 arrays[f"iso_x_{j}_{s}"] = self.iso_x_[j][s]
@@ -1021,7 +1104,9 @@ class LearnedQuality:
         return params, arrays
 
     @classmethod
-    def _from_state(cls, params: Mapping[str, Any], arrays: Mapping[str, NDArray[Any]]) -> LearnedQuality:
+    def _from_state(
+        cls, params: Mapping[str, Any], arrays: Mapping[str, NDArray[Any]]
+    ) -> LearnedQuality:
         hyper = dict(params["hyper"])
         hyper["quality_bounds"] = tuple(hyper["quality_bounds"])
         obj = cls(params["given_models"], **hyper)
@@ -1046,10 +1131,14 @@ class LearnedQuality:
         obj.b_ = np.array(arrays["b_"], dtype=np.float64)
         obj.order_ = np.array(arrays["order_"], dtype=np.int64)
         obj.runsets_ = np.array(arrays["runsets_"], dtype=bool)
-        obj.iso_x_ = [[np.array(arrays[f"iso_x_{j}_{s}"], dtype=np.float64) for s in (0, 1)]
-                      for j in range(k)]
-        obj.iso_y_ = [[np.array(arrays[f"iso_y_{j}_{s}"], dtype=np.float64) for s in (0, 1)]
-                      for j in range(k)]
+        obj.iso_x_ = [
+            [np.array(arrays[f"iso_x_{j}_{s}"], dtype=np.float64) for s in (0, 1)]
+            for j in range(k)
+        ]
+        obj.iso_y_ = [
+            [np.array(arrays[f"iso_y_{j}_{s}"], dtype=np.float64) for s in (0, 1)]
+            for j in range(k)
+        ]
         if obj.W_.shape[1:] != (obj.W_.shape[1], k, 2) or obj.cov_.shape[1:] != (k, k):
             raise ValueError("saved LearnedQuality: array shapes do not match its models")
         obj._build_runset_index()
@@ -1113,7 +1202,9 @@ def _cholesky(cov: NDArray[np.float64]) -> NDArray[np.float64]:
     return np.linalg.cholesky(fixed + jitter * np.eye(k))
 
 
-def _logistic(x: Any, y: NDArray[np.float64], C: float, seed: int, *, dense: bool = False) -> tuple[NDArray[np.float64], float]:
+def _logistic(
+    x: Any, y: NDArray[np.float64], C: float, seed: int, *, dense: bool = False
+) -> tuple[NDArray[np.float64], float]:
     """Weights and intercept of an L2 logistic regression on labels in ``[0, 1]``.
 
     Fractional labels are fitted as two weighted copies of each row (label 1 with weight

@@ -21,17 +21,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="upstream config (YAML or JSON)")
     p.add_argument("--host", default=None, help="override server.host (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="override server.port")
-    p.add_argument("--log-level", default="info",
-                   choices=["critical", "error", "warning", "info", "debug"])
-    p.add_argument("--check", action="store_true",
-                   help="validate the policy and config, then exit without serving")
+    p.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="validate the policy and config, then exit without serving",
+    )
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     from .config import ConfigError
     from .gateway import build_gateway
 
@@ -46,8 +51,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     import uvicorn
 
     server = gateway.config.server
-    uvicorn.run(gateway.app(), host=args.host or server.host, port=args.port or server.port,
-                log_level=args.log_level, access_log=False, lifespan="on")
+    uvicorn.run(
+        gateway.app(),
+        host=args.host or server.host,
+        port=args.port or server.port,
+        log_level=args.log_level,
+        access_log=False,
+        lifespan="on",
+    )
     return 0
 
 

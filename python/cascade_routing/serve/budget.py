@@ -69,14 +69,27 @@ class BudgetController:
         Bound on ``|log scale|``.
     """
 
-    def __init__(self, budget: float, *, gain_i: float = 0.05, gain_p: float = 0.5,
-                 smoothing: int = 50, max_log_scale: float = 6.0,
-                 state: ControllerState | None = None) -> None:
-        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not (
-                math.isfinite(budget) and budget > 0):
+    def __init__(
+        self,
+        budget: float,
+        *,
+        gain_i: float = 0.05,
+        gain_p: float = 0.5,
+        smoothing: int = 50,
+        max_log_scale: float = 6.0,
+        state: ControllerState | None = None,
+    ) -> None:
+        if (
+            isinstance(budget, bool)
+            or not isinstance(budget, (int, float))
+            or not (math.isfinite(budget) and budget > 0)
+        ):
             raise ValueError(f"budget must be a finite number > 0, got {budget!r}")
-        for name, value in (("gain_i", gain_i), ("gain_p", gain_p),
-                            ("max_log_scale", max_log_scale)):
+        for name, value in (
+            ("gain_i", gain_i),
+            ("gain_p", gain_p),
+            ("max_log_scale", max_log_scale),
+        ):
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
         if not isinstance(smoothing, int) or smoothing < 1:
@@ -117,8 +130,9 @@ class BudgetController:
             bound = self.max_log_scale
             if self.gain_i > 0:  # anti-wind-up: the integral stops where u meets a bound
                 p = self.gain_p * s.smooth
-                s.integral = min((bound - p) / self.gain_i,
-                                 max((-bound - p) / self.gain_i, s.integral))
+                s.integral = min(
+                    (bound - p) / self.gain_i, max((-bound - p) / self.gain_i, s.integral)
+                )
             u = self.gain_i * s.integral + self.gain_p * s.smooth
             s.log_scale = min(bound, max(-bound, u))
             return math.exp(s.log_scale)
@@ -131,8 +145,14 @@ class BudgetController:
 class TenantBudgets:
     """One :class:`BudgetController` per tenant, with state saved to ``state_file``."""
 
-    def __init__(self, budgets: Mapping[str, float], *, state_file: str | os.PathLike[str] | None
-                 = None, save_every: int = 100, **controller: Any) -> None:
+    def __init__(
+        self,
+        budgets: Mapping[str, float],
+        *,
+        state_file: str | os.PathLike[str] | None = None,
+        save_every: int = 100,
+        **controller: Any,
+    ) -> None:
         self.state_file = None if state_file is None else Path(state_file)
         self.save_every = int(save_every)
         saved = self._read_state() if self.state_file is not None else {}
@@ -142,8 +162,13 @@ class TenantBudgets:
             if tenant in saved:
                 state = ControllerState(**saved[tenant])
                 if state.budget != budget:
-                    log.info("tenant %s: budget changed from %g to %g; the controller resumes "
-                             "from its saved multiplier", tenant, state.budget, budget)
+                    log.info(
+                        "tenant %s: budget changed from %g to %g; the controller resumes "
+                        "from its saved multiplier",
+                        tenant,
+                        state.budget,
+                        budget,
+                    )
             self.controllers[tenant] = BudgetController(budget, state=state, **controller)
         self._since_save = 0
         self._lock = threading.Lock()

@@ -56,8 +56,16 @@ _JSON_HEADERS = {"content-type": "application/json", "accept": "application/json
 
 #: Parameters of a chat completion request that are passed on to the upstream.
 PASSED_PARAMS = (
-    "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed",
-    "presence_penalty", "frequency_penalty", "response_format", "n",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "max_completion_tokens",
+    "stop",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "response_format",
+    "n",
 )
 
 
@@ -74,8 +82,10 @@ class ServedAnswer(ModelAnswer):
     upstream_seconds: float = 0.0
 
     def __repr__(self) -> str:  # the text stays out of logs and tracebacks
-        return (f"ServedAnswer(model={self.model!r}, cost={self.cost!r}, "
-                f"confidence={self.confidence!r}, chars={len(self.text)})")
+        return (
+            f"ServedAnswer(model={self.model!r}, cost={self.cost!r}, "
+            f"confidence={self.confidence!r}, chars={len(self.text)})"
+        )
 
     @property
     def token_probability(self) -> float | None:
@@ -91,8 +101,14 @@ class ChatQuery:
 
     __slots__ = ("request_id", "messages", "params", "prompt_chars", "tenant")
 
-    def __init__(self, messages: Sequence[Mapping[str, Any]] | str, *, request_id: str = "",
-                 params: Mapping[str, Any] | None = None, tenant: str = "default") -> None:
+    def __init__(
+        self,
+        messages: Sequence[Mapping[str, Any]] | str,
+        *,
+        request_id: str = "",
+        params: Mapping[str, Any] | None = None,
+        tenant: str = "default",
+    ) -> None:
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
         if isinstance(messages, (bytes, Mapping)) or not isinstance(messages, Sequence):
@@ -124,8 +140,10 @@ class ChatQuery:
         return math.ceil(self.prompt_chars / 4) + 4 * len(self.messages)
 
     def __repr__(self) -> str:
-        return (f"ChatQuery(id={self.request_id!r}, messages={len(self.messages)}, "
-                f"chars={self.prompt_chars})")
+        return (
+            f"ChatQuery(id={self.request_id!r}, messages={len(self.messages)}, "
+            f"chars={self.prompt_chars})"
+        )
 
 
 class UpstreamError(RuntimeError):
@@ -137,8 +155,16 @@ class UpstreamError(RuntimeError):
     without usable ``usage``). The message holds no key, prompt or answer text.
     """
 
-    def __init__(self, model: str, kind: str, message: str, *, status: int | None = None,
-                 attempts: int = 1, billed: str = "none") -> None:
+    def __init__(
+        self,
+        model: str,
+        kind: str,
+        message: str,
+        *,
+        status: int | None = None,
+        attempts: int = 1,
+        billed: str = "none",
+    ) -> None:
         super().__init__(f"{model}: {message}")
         self.model = model
         self.kind = kind
@@ -241,10 +267,15 @@ class OpenAIUpstreams:
     close with :meth:`close` / :meth:`aclose` (or use as a context manager).
     """
 
-    def __init__(self, config: ServeConfig | Mapping[str, Any], *,
-                 environ: Mapping[str, str] | None = None, clock: Any = time.monotonic,
-                 transport: httpx.BaseTransport | None = None,
-                 async_transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        config: ServeConfig | Mapping[str, Any],
+        *,
+        environ: Mapping[str, str] | None = None,
+        clock: Any = time.monotonic,
+        transport: httpx.BaseTransport | None = None,
+        async_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         if not isinstance(config, ServeConfig):
             config = parse_config(config, environ=environ)
         self.config = config
@@ -253,8 +284,9 @@ class OpenAIUpstreams:
         self._transport = transport
         self._async_transport = async_transport
         self._upstreams = {
-            m.name: _Upstream(m, CircuitBreaker(config.breaker.failure_threshold,
-                                                config.breaker.cooldown, clock))
+            m.name: _Upstream(
+                m, CircuitBreaker(config.breaker.failure_threshold, config.breaker.cooldown, clock)
+            )
             for m in config.models
         }
 
@@ -278,10 +310,20 @@ class OpenAIUpstreams:
             started = time.perf_counter()
             client = self._sync_client(up)
             try:
-                resp = client.post("/chat/completions", json=body,
-                                   headers=self._headers(up.cfg), timeout=up.cfg.timeout)
-                outcome = self._outcome(up.cfg, resp.status_code, resp.headers, resp.content,
-                                        attempt_no, time.perf_counter() - started)
+                resp = client.post(
+                    "/chat/completions",
+                    json=body,
+                    headers=self._headers(up.cfg),
+                    timeout=up.cfg.timeout,
+                )
+                outcome = self._outcome(
+                    up.cfg,
+                    resp.status_code,
+                    resp.headers,
+                    resp.content,
+                    attempt_no,
+                    time.perf_counter() - started,
+                )
             except httpx.TimeoutException:
                 outcome = self._timeout(up.cfg, attempt_no)
             except httpx.TransportError as exc:
@@ -305,17 +347,26 @@ class OpenAIUpstreams:
             # auth and redirect layers cost about 0.4 ms of CPU per call and serve no purpose
             # for one fixed endpoint.
             request = httpx.Request(
-                "POST", up.cfg.base_url + "/chat/completions", content=payload,
+                "POST",
+                up.cfg.base_url + "/chat/completions",
+                content=payload,
                 headers={**up.cfg.headers, **self._headers(up.cfg), **_JSON_HEADERS},
-                extensions={"timeout": httpx.Timeout(up.cfg.timeout).as_dict()})
+                extensions={"timeout": httpx.Timeout(up.cfg.timeout).as_dict()},
+            )
             try:
                 resp = await transport.handle_async_request(request)
                 try:
                     content = await resp.aread()
                 finally:
                     await resp.aclose()
-                outcome = self._outcome(up.cfg, resp.status_code, resp.headers, content,
-                                        attempt_no, time.perf_counter() - started)
+                outcome = self._outcome(
+                    up.cfg,
+                    resp.status_code,
+                    resp.headers,
+                    content,
+                    attempt_no,
+                    time.perf_counter() - started,
+                )
             except httpx.TimeoutException:
                 outcome = self._timeout(up.cfg, attempt_no)
             except httpx.TransportError as exc:
@@ -331,14 +382,18 @@ class OpenAIUpstreams:
         ``cost`` is the measured cost; a reply without ``usage`` raises (the loop records the
         call as failed) rather than passing a guessed cost.
         """
+
         def call(name: str, query: Any) -> tuple[ServedAnswer, float]:
             return _with_cost(self.call_model(name, query))
+
         return call
 
     def aloop_client(self) -> Any:
         """The async counterpart of :meth:`loop_client`, for :meth:`Strategy.arun`."""
+
         async def call(name: str, query: Any) -> tuple[ServedAnswer, float]:
             return _with_cost(await self.acall_model(name, query))
+
         return call
 
     def close(self) -> None:
@@ -383,21 +438,28 @@ class OpenAIUpstreams:
 
     def _check_breaker(self, up: _Upstream) -> None:
         if not up.breaker.allow():
-            raise CircuitOpenError(up.cfg.name, "circuit_open",
-                                   "circuit breaker open after repeated failures; not called",
-                                   attempts=0)
+            raise CircuitOpenError(
+                up.cfg.name,
+                "circuit_open",
+                "circuit breaker open after repeated failures; not called",
+                attempts=0,
+            )
 
     def _sync_client(self, up: _Upstream) -> httpx.Client:
         with up.lock:
             if up.sync_client is None:
-                up.sync_client = httpx.Client(base_url=up.cfg.base_url, transport=self._transport,
-                                              headers=dict(up.cfg.headers))
+                up.sync_client = httpx.Client(
+                    base_url=up.cfg.base_url,
+                    transport=self._transport,
+                    headers=dict(up.cfg.headers),
+                )
             return up.sync_client
 
     def _async_transport_for(self, up: _Upstream) -> httpx.AsyncBaseTransport:
         if up.async_transport is None:
             up.async_transport = self._async_transport or httpx.AsyncHTTPTransport(
-                limits=httpx.Limits(max_connections=64, max_keepalive_connections=32))
+                limits=httpx.Limits(max_connections=64, max_keepalive_connections=32)
+            )
         return up.async_transport
 
     @staticmethod
@@ -431,64 +493,112 @@ class OpenAIUpstreams:
             jitter = self._rng.random()
         return min(r.max_delay, r.base_delay * 2.0 ** (attempt_no - 1)) * (0.5 + jitter)
 
-    def _outcome(self, cfg: UpstreamConfig, status: int, headers: Mapping[str, str],
-                 content: bytes, attempt_no: int, seconds: float) -> _Attempt:
+    def _outcome(
+        self,
+        cfg: UpstreamConfig,
+        status: int,
+        headers: Mapping[str, str],
+        content: bytes,
+        attempt_no: int,
+        seconds: float,
+    ) -> _Attempt:
         if status == 429:
             wait = _retry_after(headers.get("retry-after"))
             limit = self.config.retry.max_retry_after
             if wait is not None and wait > limit:
-                err = UpstreamError(cfg.name, "rate_limited",
-                                    f"HTTP 429 with Retry-After {wait:.1f}s > {limit:.1f}s",
-                                    status=429, attempts=attempt_no)
+                err = UpstreamError(
+                    cfg.name,
+                    "rate_limited",
+                    f"HTTP 429 with Retry-After {wait:.1f}s > {limit:.1f}s",
+                    status=429,
+                    attempts=attempt_no,
+                )
                 return _Attempt(error=err)
-            err = UpstreamError(cfg.name, "rate_limited", "HTTP 429 (rate limited)", status=429,
-                                attempts=attempt_no)
+            err = UpstreamError(
+                cfg.name,
+                "rate_limited",
+                "HTTP 429 (rate limited)",
+                status=429,
+                attempts=attempt_no,
+            )
             return _Attempt(retry=True, delay=wait, error=err)
         if status >= 500 or status == 408:
-            err = UpstreamError(cfg.name, "http_status", f"HTTP {status}", status=status,
-                                attempts=attempt_no, billed="none")
+            err = UpstreamError(
+                cfg.name,
+                "http_status",
+                f"HTTP {status}",
+                status=status,
+                attempts=attempt_no,
+                billed="none",
+            )
             return _Attempt(retry=True, error=err)
         if status >= 400:
-            err = UpstreamError(cfg.name, "http_status", f"HTTP {status} (not retried)",
-                                status=status, attempts=attempt_no)
+            err = UpstreamError(
+                cfg.name,
+                "http_status",
+                f"HTTP {status} (not retried)",
+                status=status,
+                attempts=attempt_no,
+            )
             return _Attempt(error=err)
         try:
             data = json.loads(content)
         except (UnicodeDecodeError, json.JSONDecodeError):
-            err = UpstreamError(cfg.name, "malformed", "the reply is not valid JSON",
-                                status=status, attempts=attempt_no, billed="unknown")
+            err = UpstreamError(
+                cfg.name,
+                "malformed",
+                "the reply is not valid JSON",
+                status=status,
+                attempts=attempt_no,
+                billed="unknown",
+            )
             return _Attempt(error=err)
         try:
             base = ModelAnswer.from_openai(data, price_in=cfg.price_in, price_out=cfg.price_out)
             usage = data.get("usage") or {}
             choice = data["choices"][0]
             answer = ServedAnswer(
-                text=base.text, parsed=base.parsed, confidence=base.confidence,
-                logprobs=base.logprobs, tokens=base.tokens, cost=base.cost,
-                model=cfg.name, upstream_model=str(data.get("model", cfg.model)),
+                text=base.text,
+                parsed=base.parsed,
+                confidence=base.confidence,
+                logprobs=base.logprobs,
+                tokens=base.tokens,
+                cost=base.cost,
+                model=cfg.name,
+                upstream_model=str(data.get("model", cfg.model)),
                 prompt_tokens=usage.get("prompt_tokens"),
                 completion_tokens=usage.get("completion_tokens"),
-                finish_reason=choice.get("finish_reason") if isinstance(choice, Mapping)
-                else None,
-                attempts=attempt_no, upstream_seconds=seconds,
+                finish_reason=choice.get("finish_reason") if isinstance(choice, Mapping) else None,
+                attempts=attempt_no,
+                upstream_seconds=seconds,
             )
         except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
             # The message of from_openai names fields only, never their content.
-            err = UpstreamError(cfg.name, "malformed",
-                                f"the reply is not a chat completion ({type(exc).__name__}: "
-                                f"{_first_line(exc)})", status=status, attempts=attempt_no,
-                                billed="unknown")
+            err = UpstreamError(
+                cfg.name,
+                "malformed",
+                f"the reply is not a chat completion ({type(exc).__name__}: {_first_line(exc)})",
+                status=status,
+                attempts=attempt_no,
+                billed="unknown",
+            )
             return _Attempt(error=err)
         return _Attempt(answer=answer)
 
     def _timeout(self, cfg: UpstreamConfig, attempt_no: int) -> _Attempt:
-        err = UpstreamError(cfg.name, "timeout", f"no reply within {cfg.timeout:g}s",
-                            attempts=attempt_no, billed="unknown")
+        err = UpstreamError(
+            cfg.name,
+            "timeout",
+            f"no reply within {cfg.timeout:g}s",
+            attempts=attempt_no,
+            billed="unknown",
+        )
         return _Attempt(retry=True, error=err)
 
     def _connect(self, cfg: UpstreamConfig, exc: Exception, attempt_no: int) -> _Attempt:
-        err = UpstreamError(cfg.name, "connect", f"transport error ({type(exc).__name__})",
-                            attempts=attempt_no)
+        err = UpstreamError(
+            cfg.name, "connect", f"transport error ({type(exc).__name__})", attempts=attempt_no
+        )
         return _Attempt(retry=True, error=err)
 
     def _settle(self, up: _Upstream, outcome: _Attempt, attempt_no: int) -> float | None:
@@ -498,8 +608,12 @@ class OpenAIUpstreams:
             return None
         assert outcome.error is not None
         if outcome.retry and attempt_no < self.config.retry.max_attempts:
-            log.info("model %s attempt %d failed (%s); retrying", up.cfg.name, attempt_no,
-                     outcome.error.kind)
+            log.info(
+                "model %s attempt %d failed (%s); retrying",
+                up.cfg.name,
+                attempt_no,
+                outcome.error.kind,
+            )
             return outcome.delay if outcome.delay is not None else self._backoff(attempt_no)
         up.breaker.failure()
         return None
@@ -518,6 +632,10 @@ def _first_line(exc: BaseException) -> str:
 
 def _with_cost(answer: ServedAnswer) -> tuple[ServedAnswer, float]:
     if answer.cost is None:
-        raise UpstreamError(answer.model, "malformed",
-                            "the reply has no usage: its cost is unknown", billed="unknown")
+        raise UpstreamError(
+            answer.model,
+            "malformed",
+            "the reply has no usage: its cost is unknown",
+            billed="unknown",
+        )
     return answer, answer.cost

@@ -239,8 +239,15 @@ class _Section:
             raise ConfigError(f"{self.where}.{key} must be a non-empty string, got {value!r}")
         return value
 
-    def number(self, key: str, default: Any = ..., *, low: float = 0.0, optional: bool = False,
-               positive: bool = False) -> Any:
+    def number(
+        self,
+        key: str,
+        default: Any = ...,
+        *,
+        low: float = 0.0,
+        optional: bool = False,
+        positive: bool = False,
+    ) -> Any:
         value = self._get(key, default)
         if value is ...:
             raise ConfigError(f"{self.where}.{key} is required (a number)")
@@ -297,7 +304,8 @@ def _upstream(name: str, data: Any, where: str, environ: Mapping[str, str]) -> U
     base_url = s.string("base_url")
     if not base_url.startswith(("http://", "https://")):
         raise ConfigError(
-            f"{where}.base_url must start with http:// or https://, got {base_url!r}")
+            f"{where}.base_url must start with http:// or https://, got {base_url!r}"
+        )
     env = s.string("api_key_env", None, optional=True)
     headers = s._get("headers", {}) or {}
     if not isinstance(headers, Mapping) or not all(
@@ -324,15 +332,18 @@ def _upstream(name: str, data: Any, where: str, environ: Mapping[str, str]) -> U
     return cfg
 
 
-def parse_config(data: Any, *, source: str = "<dict>",
-                 environ: Mapping[str, str] | None = None) -> ServeConfig:
+def parse_config(
+    data: Any, *, source: str = "<dict>", environ: Mapping[str, str] | None = None
+) -> ServeConfig:
     """Validate a configuration given as plain data (what :func:`load_config` reads)."""
     env = os.environ if environ is None else environ
     top = _Section(data, source)
     models_data = top._get("models", None)
     if not isinstance(models_data, Mapping) or not models_data:
-        raise ConfigError(f"{source}: 'models' must be a non-empty mapping of model name to "
-                          "upstream settings (base_url, model, price_in, price_out, ...)")
+        raise ConfigError(
+            f"{source}: 'models' must be a non-empty mapping of model name to "
+            "upstream settings (base_url, model, price_in, price_out, ...)"
+        )
     models = tuple(
         _upstream(str(name), spec, f"{source}: models.{name}", env)
         for name, spec in models_data.items()
@@ -360,21 +371,27 @@ def parse_config(data: Any, *, source: str = "<dict>",
     )
     e.done()
     if estimator.kind != "confidence_prior":
-        raise ConfigError(f"{source}: estimator.kind {estimator.kind!r} is unknown; "
-                          "available: 'confidence_prior'")
+        raise ConfigError(
+            f"{source}: estimator.kind {estimator.kind!r} is unknown; "
+            "available: 'confidence_prior'"
+        )
     if estimator.weight > 1:
         raise ConfigError(f"{source}: estimator.weight must be in [0, 1], got {estimator.weight}")
     bs = top.section("budget")
     tenants_data = bs._get("tenants", {}) or {}
     if not isinstance(tenants_data, Mapping):
-        raise ConfigError(f"{source}: budget.tenants must map tenant names to "
-                          "{api_key_env, budget}")
+        raise ConfigError(
+            f"{source}: budget.tenants must map tenant names to {{api_key_env, budget}}"
+        )
     tenants = []
     for tname, tspec in tenants_data.items():
         ts = _Section(tspec, f"{source}: budget.tenants.{tname}")
         tenv = ts.string("api_key_env")
-        tenants.append(TenantConfig(str(tname), ts.number("budget", positive=True), tenv,
-                                    _secret(tenv, ts.where, env)))
+        tenants.append(
+            TenantConfig(
+                str(tname), ts.number("budget", positive=True), tenv, _secret(tenv, ts.where, env)
+            )
+        )
         ts.done()
     budget = BudgetConfig(
         default=bs.number("default", None, optional=True, positive=True),

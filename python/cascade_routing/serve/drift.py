@@ -64,8 +64,10 @@ class DriftReport:
         return max(abs(x) for x in self.spend[name])
 
     def table(self) -> str:
-        lines = [f"budget ${self.budget:.6g}/query; windows of {self.window} after a "
-                 f"{self.warmup}-query warm-up: spend vs budget"]
+        lines = [
+            f"budget ${self.budget:.6g}/query; windows of {self.window} after a "
+            f"{self.warmup}-query warm-up: spend vs budget"
+        ]
         names = list(self.spend)
         lines.append("window   " + "".join(f"{n:>22}" for n in names))
         for w in range(len(self.spend[names[0]])):
@@ -84,10 +86,19 @@ def _read(name: str) -> tuple[list[str], NDArray[np.float64], list[str]]:
     return [r[2] for r in body], table, header
 
 
-def run_drift_simulation(*, n_queries: int = 20_000, warmup: int = 2_000, window: int = 2_000,
-                         budget: float = 0.0008, length_factor: float = 2.3, batch: int = 5,
-                         tolerance: float = 0.02, seed: int = 0, n_train: int = 2_000,
-                         controller: dict[str, Any] | None = None) -> DriftReport:
+def run_drift_simulation(
+    *,
+    n_queries: int = 20_000,
+    warmup: int = 2_000,
+    window: int = 2_000,
+    budget: float = 0.0008,
+    length_factor: float = 2.3,
+    batch: int = 5,
+    tolerance: float = 0.02,
+    seed: int = 0,
+    n_train: int = 2_000,
+    controller: dict[str, Any] | None = None,
+) -> DriftReport:
     """Serve one drifting stream with a static and a budget-controlled policy."""
     rng = np.random.default_rng(seed)
     evals, quality, header = _read("quality.csv")
@@ -111,13 +122,15 @@ def run_drift_simulation(*, n_queries: int = 20_000, warmup: int = 2_000, window
         return out
 
     half = n_queries // 2
-    rows = np.concatenate([
-        draw(n_train, MIX_BEFORE, train_mask),
-        draw(half, MIX_BEFORE, test_mask),
-        draw(n_queries - half, MIX_AFTER, test_mask),
-    ])
+    rows = np.concatenate(
+        [
+            draw(n_train, MIX_BEFORE, train_mask),
+            draw(half, MIX_BEFORE, test_mask),
+            draw(n_queries - half, MIX_AFTER, test_mask),
+        ]
+    )
     factor = np.ones(rows.shape[0])
-    factor[n_train + half:] = length_factor
+    factor[n_train + half :] = length_factor
     true_q = quality[rows]
     true_c = cost[rows] * factor[:, None]
     prior = np.stack([acc[e] for e in ev[rows]])
@@ -135,10 +148,12 @@ def run_drift_simulation(*, n_queries: int = 20_000, warmup: int = 2_000, window
 
     stream = np.arange(n_train, rows.shape[0])
 
-    def replay(idx: NDArray[np.int64], scale: float
-               ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-        router.set_lambdas((base_c * scale).tolist(), lambdas_expensive=(base_e * scale).tolist(),
-                           gamma=gamma)
+    def replay(
+        idx: NDArray[np.int64], scale: float
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        router.set_lambdas(
+            (base_c * scale).tolist(), lambdas_expensive=(base_e * scale).tolist(), gamma=gamma
+        )
         res = router.replay(idx, placeholder[: idx.shape[0]], true_q[idx], true_c[idx])
         return res.cost, res.quality
 
@@ -146,8 +161,10 @@ def run_drift_simulation(*, n_queries: int = 20_000, warmup: int = 2_000, window
     n_windows = (n_queries - warmup) // window
 
     def windows(costs: NDArray[np.float64]) -> list[float]:
-        return [float(costs[warmup + w * window: warmup + (w + 1) * window].mean() / budget - 1)
-                for w in range(n_windows)]
+        return [
+            float(costs[warmup + w * window : warmup + (w + 1) * window].mean() / budget - 1)
+            for w in range(n_windows)
+        ]
 
     c_static, q_static = replay(stream, 1.0)
     report.spend["static"] = windows(c_static)
@@ -158,10 +175,10 @@ def run_drift_simulation(*, n_queries: int = 20_000, warmup: int = 2_000, window
     costs = np.empty(n_queries)
     quals = np.empty(n_queries)
     for start in range(0, n_queries, batch):
-        idx = stream[start:start + batch]
+        idx = stream[start : start + batch]
         c, q = replay(idx, ctl.scale)
-        costs[start:start + idx.shape[0]] = c
-        quals[start:start + idx.shape[0]] = q
+        costs[start : start + idx.shape[0]] = c
+        quals[start : start + idx.shape[0]] = q
         for x in c.tolist():
             ctl.observe(x)
         if (start + batch) % window == 0:

@@ -48,8 +48,9 @@ def _token_probability(answer: Any) -> float | None:
 class ConfidencePriorQuality:
     """Configured priors, moved towards the answer's token probability once it exists."""
 
-    def __init__(self, priors: Sequence[float], prior_sd: Sequence[float], *, weight: float,
-                 post_sd: float) -> None:
+    def __init__(
+        self, priors: Sequence[float], prior_sd: Sequence[float], *, weight: float, post_sd: float
+    ) -> None:
         self.priors = np.asarray(priors, dtype=np.float64)
         self.prior_var = np.asarray(prior_sd, dtype=np.float64) ** 2
         if self.priors.ndim != 1 or self.priors.shape != self.prior_var.shape:
@@ -77,8 +78,12 @@ class ConfidencePriorQuality:
 class TokenPriceCost:
     """Prompt size × price ex ante; the measured cost post hoc."""
 
-    def __init__(self, price_in: Sequence[float], price_out: Sequence[float],
-                 expected_output_tokens: Sequence[int]) -> None:
+    def __init__(
+        self,
+        price_in: Sequence[float],
+        price_out: Sequence[float],
+        expected_output_tokens: Sequence[int],
+    ) -> None:
         self.price_in = np.asarray(price_in, dtype=np.float64)
         self.price_out = np.asarray(price_out, dtype=np.float64)
         self.out_tokens = np.asarray(expected_output_tokens, dtype=np.float64)
@@ -93,8 +98,9 @@ class TokenPriceCost:
             out = np.minimum(out, float(limit))
         return tokens * self.price_in + out * self.price_out
 
-    def predict(self, queries: Sequence[Any], answers: Sequence[Sequence[Any]]
-                ) -> NDArray[np.float64]:
+    def predict(
+        self, queries: Sequence[Any], answers: Sequence[Sequence[Any]]
+    ) -> NDArray[np.float64]:
         out = np.empty((len(queries), self.price_in.shape[0]))
         for i, (q, row) in enumerate(zip(queries, answers)):
             out[i] = self.ante(q)
@@ -105,15 +111,19 @@ class TokenPriceCost:
         return out
 
 
-def estimators_from_config(config: ServeConfig, models: Sequence[str] | None = None
-                           ) -> tuple[ConfidencePriorQuality, TokenPriceCost]:
+def estimators_from_config(
+    config: ServeConfig, models: Sequence[str] | None = None
+) -> tuple[ConfidencePriorQuality, TokenPriceCost]:
     """The quality and cost estimators declared by ``config``, columns in the order of
     ``models`` (default: the order of the config)."""
     m = [config.upstream(name) for name in (models or config.model_names)]
     quality = ConfidencePriorQuality(
-        [u.prior_quality for u in m], [u.prior_sd for u in m],
-        weight=config.estimator.weight, post_sd=config.estimator.post_sd,
+        [u.prior_quality for u in m],
+        [u.prior_sd for u in m],
+        weight=config.estimator.weight,
+        post_sd=config.estimator.post_sd,
     )
-    cost = TokenPriceCost([u.price_in for u in m], [u.price_out for u in m],
-                          [u.expected_output_tokens for u in m])
+    cost = TokenPriceCost(
+        [u.price_in for u in m], [u.price_out for u in m], [u.expected_output_tokens for u in m]
+    )
     return quality, cost

@@ -142,8 +142,13 @@ class _Record:
 
 
 class _Outcome:
-    def __init__(self, status: int, answer: ServedAnswer | None, trace: dict[str, Any],
-                 error: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        answer: ServedAnswer | None,
+        trace: dict[str, Any],
+        error: tuple[str, str] | None = None,
+    ) -> None:
         self.status = status
         self.answer = answer
         self.trace = trace
@@ -156,9 +161,15 @@ class Gateway:
     Everything is validated here, before any request: see :func:`build_gateway`.
     """
 
-    def __init__(self, policy: str | Path, config: ServeConfig, *,
-                 quality_estimator: Any = None, cost_estimator: Any = None,
-                 upstreams: OpenAIUpstreams | None = None) -> None:
+    def __init__(
+        self,
+        policy: str | Path,
+        config: ServeConfig,
+        *,
+        quality_estimator: Any = None,
+        cost_estimator: Any = None,
+        upstreams: OpenAIUpstreams | None = None,
+    ) -> None:
         self.config = config
         policy_models = _policy_models(policy)
         configured = set(config.model_names)
@@ -175,15 +186,26 @@ class Gateway:
         self.quality = quality_estimator if quality_estimator is not None else q_default
         self.cost = cost_estimator if cost_estimator is not None else c_default
         self._ante = getattr(self.cost, "ante", None) or c_default.ante
-        self.dearest = self.models[int(np.argmax(
-            [config.upstream(m).price_in + config.upstream(m).price_out for m in self.models]))]
+        self.dearest = self.models[
+            int(
+                np.argmax(
+                    [
+                        config.upstream(m).price_in + config.upstream(m).price_out
+                        for m in self.models
+                    ]
+                )
+            )
+        ]
         budgets: dict[str, float] = {}
         if config.budget.default is not None:
             budgets[DEFAULT_TENANT] = config.budget.default
         for t in config.budget.tenants:
             budgets[t.name] = t.budget
-        self.tenant_keys = {_key_digest(t.api_key.reveal()): t.name
-                            for t in config.budget.tenants if t.api_key is not None}
+        self.tenant_keys = {
+            _key_digest(t.api_key.reveal()): t.name
+            for t in config.budget.tenants
+            if t.api_key is not None
+        }
         tenants = [DEFAULT_TENANT] + [t.name for t in config.budget.tenants]
         self.strategies: dict[str, Strategy] = {}
         for tenant in tenants:
@@ -199,20 +221,32 @@ class Gateway:
             if strat.lambdas_ is None:
                 raise ConfigError(f"the policy {policy} holds no multipliers")
             alt = strat.lambdas_expensive_
-            self._base[tname] = (strat.lambdas_.tolist(), None if alt is None else alt.tolist(),
-                             strat.gamma_)
+            self._base[tname] = (
+                strat.lambdas_.tolist(),
+                None if alt is None else alt.tolist(),
+                strat.gamma_,
+            )
         if isinstance(any_strategy, ThresholdCascade) and budgets:
-            raise ConfigError("budget control scales the multipliers λ of a cost trade-off; a "
-                              "ThresholdCascade's λ are thresholds: serve it without "
-                              "budget.default and budget.tenants")
+            raise ConfigError(
+                "budget control scales the multipliers λ of a cost trade-off; a "
+                "ThresholdCascade's λ are thresholds: serve it without "
+                "budget.default and budget.tenants"
+            )
         bc = config.budget
-        self.budgets = TenantBudgets(budgets, state_file=bc.state_file, save_every=bc.save_every,
-                                     gain_i=bc.gain_i, gain_p=bc.gain_p, smoothing=bc.smoothing,
-                                     max_log_scale=bc.max_log_scale)
+        self.budgets = TenantBudgets(
+            budgets,
+            state_file=bc.state_file,
+            save_every=bc.save_every,
+            gain_i=bc.gain_i,
+            gain_p=bc.gain_p,
+            smoothing=bc.smoothing,
+            max_log_scale=bc.max_log_scale,
+        )
         self.upstreams = upstreams if upstreams is not None else OpenAIUpstreams(config)
         self.telemetry = Telemetry()
-        self.feedback = FeedbackLog(config.feedback.max_entries, config.feedback.jsonl,
-                                    config.feedback.remember_requests)
+        self.feedback = FeedbackLog(
+            config.feedback.max_entries, config.feedback.jsonl, config.feedback.remember_requests
+        )
         self.inflight: set[asyncio.Task[Any]] = set()
         for tenant in budgets:
             self._apply_scale(tenant)
@@ -229,7 +263,8 @@ class Gateway:
         self.strategies[tenant].set_lambdas(
             [x * scale for x in lam],
             lambdas_expensive=None if lam_e is None else [x * scale for x in lam_e],
-            gamma=gamma)
+            gamma=gamma,
+        )
 
     def _publish_lambda(self, tenant: str) -> None:
         strat = self.strategies[tenant]
@@ -278,20 +313,29 @@ class Gateway:
     # ------------------------------------------------------------------ small routes
 
     async def list_models(self, request: Request) -> Response:
-        data = [{"id": self.config.server.routed_model, "object": "model",
-                 "created": self.created, "owned_by": "cascade-routing"}]
+        data = [
+            {
+                "id": self.config.server.routed_model,
+                "object": "model",
+                "created": self.created,
+                "owned_by": "cascade-routing",
+            }
+        ]
         return JSONResponse({"object": "list", "data": data})
 
     async def healthz(self, request: Request) -> Response:
         states = {m: self.upstreams.breaker(m).state for m in self.models}
         usable = any(s != "open" for s in states.values())
-        return JSONResponse({"status": "ok" if usable else "degraded", "policy": self.kind,
-                             "upstreams": states}, status_code=200 if usable else 503)
+        return JSONResponse(
+            {"status": "ok" if usable else "degraded", "policy": self.kind, "upstreams": states},
+            status_code=200 if usable else 503,
+        )
 
     async def metrics(self, request: Request) -> Response:
         for m in self.models:
             self.telemetry.breaker_open.labels(m).set(
-                1.0 if self.upstreams.breaker(m).state == "open" else 0.0)
+                1.0 if self.upstreams.breaker(m).state == "open" else 0.0
+            )
         return Response(self.telemetry.exposition(), media_type=CONTENT_TYPE)
 
     async def savings(self, request: Request) -> Response:
@@ -303,24 +347,38 @@ class Gateway:
         except (json.JSONDecodeError, UnicodeDecodeError):
             return _error(400, "invalid_request_error", "the body is not valid JSON")
         if not isinstance(data, dict) or not isinstance(data.get("request_id"), str):
-            return _error(400, "invalid_request_error",
-                          "feedback needs a string 'request_id' (the id of a served response)")
+            return _error(
+                400,
+                "invalid_request_error",
+                "feedback needs a string 'request_id' (the id of a served response)",
+            )
         score = data.get("score")
-        if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))
-                                  or not math.isfinite(score)):
+        if score is not None and (
+            isinstance(score, bool)
+            or not isinstance(score, (int, float))
+            or not math.isfinite(score)
+        ):
             return _error(400, "invalid_request_error", "'score' must be a finite number")
         label = data.get("label")
         comment = data.get("comment")
         if any(v is not None and not isinstance(v, str) for v in (label, comment)):
             return _error(400, "invalid_request_error", "'label' and 'comment' must be strings")
-        entry = {"request_id": data["request_id"], "score": score, "label": label,
-                 "comment": comment}
+        entry = {
+            "request_id": data["request_id"],
+            "score": score,
+            "label": label,
+            "comment": comment,
+        }
         if not self.feedback.add(entry):
-            return _error(404, "not_found_error",
-                          f"unknown request id {data['request_id'][:80]!r} (not served here, "
-                          "or older than feedback.remember_requests)")
-        return JSONResponse({"status": "recorded", "request_id": data["request_id"]},
-                            status_code=202)
+            return _error(
+                404,
+                "not_found_error",
+                f"unknown request id {data['request_id'][:80]!r} (not served here, "
+                "or older than feedback.remember_requests)",
+            )
+        return JSONResponse(
+            {"status": "recorded", "request_id": data["request_id"]}, status_code=202
+        )
 
     # ------------------------------------------------------------------ chat completions
 
@@ -346,19 +404,29 @@ class Gateway:
             return _error(400, "invalid_request_error", "the body must be a JSON object")
         model = data.get("model", self.config.server.routed_model)
         if model != self.config.server.routed_model:
-            return _error(404, "invalid_request_error",
-                          f"unknown model {str(model)[:80]!r}; this gateway serves "
-                          f"{self.config.server.routed_model!r}", code="model_not_found")
+            return _error(
+                404,
+                "invalid_request_error",
+                f"unknown model {str(model)[:80]!r}; this gateway serves "
+                f"{self.config.server.routed_model!r}",
+                code="model_not_found",
+            )
         tenant = self._tenant(request)
         if tenant is None:
             return _error(401, "authentication_error", "unknown API key for this gateway")
         stream = data.get("stream", False) is True
-        params = {k: v for k, v in data.items() if k not in ("messages", "model", "stream",
-                                                              "stream_options")}
+        params = {
+            k: v
+            for k, v in data.items()
+            if k not in ("messages", "model", "stream", "stream_options")
+        }
         try:
-            query = ChatQuery(data.get("messages"),  # type: ignore[arg-type]  # checked there
-                              request_id=request_id, params=params,
-                              tenant=tenant)
+            query = ChatQuery(
+                data.get("messages"),  # type: ignore[arg-type]  # checked there
+                request_id=request_id,
+                params=params,
+                tenant=tenant,
+            )
         except (TypeError, ValueError) as exc:
             return _error(400, "invalid_request_error", f"messages: {exc}")
         if self.config.server.log_queries:
@@ -376,23 +444,37 @@ class Gateway:
         if outcome.answer is None:
             assert outcome.error is not None
             tel.decisions.labels(tenant, "none", "error").inc()
-            log.warning("request %s failed with %d (%s)", request_id, outcome.status,
-                        outcome.error[0])
-            return _error(outcome.status, outcome.error[0], outcome.error[1],
-                          trace=outcome.trace, request_id=request_id)
+            log.warning(
+                "request %s failed with %d (%s)", request_id, outcome.status, outcome.error[0]
+            )
+            return _error(
+                outcome.status,
+                outcome.error[0],
+                outcome.error[1],
+                trace=outcome.trace,
+                request_id=request_id,
+            )
         answer = outcome.answer
-        tel.decisions.labels(tenant, answer.model,
-                             "fallback" if outcome.trace["fallback"] else "ok").inc()
-        self.feedback.served(request_id, {"tenant": tenant, "model": answer.model,
-                                          "cost": outcome.trace["cost"]})
-        ext = {"request_id": request_id, "model": answer.model,
-               "upstream_model": answer.upstream_model, "cost": outcome.trace["cost"],
-               "trace": outcome.trace}
+        tel.decisions.labels(
+            tenant, answer.model, "fallback" if outcome.trace["fallback"] else "ok"
+        ).inc()
+        self.feedback.served(
+            request_id, {"tenant": tenant, "model": answer.model, "cost": outcome.trace["cost"]}
+        )
+        ext = {
+            "request_id": request_id,
+            "model": answer.model,
+            "upstream_model": answer.upstream_model,
+            "cost": outcome.trace["cost"],
+            "trace": outcome.trace,
+        }
         if stream:
             include_usage = bool((data.get("stream_options") or {}).get("include_usage"))
-            return StreamingResponse(self._chunks(request_id, answer, ext, include_usage),
-                                     media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache"})
+            return StreamingResponse(
+                self._chunks(request_id, answer, ext, include_usage),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache"},
+            )
         return JSONResponse(_clean(self._completion(request_id, answer, ext)))
 
     def _usage(self, answer: ServedAnswer) -> dict[str, int]:
@@ -400,43 +482,59 @@ class Gateway:
         c = answer.completion_tokens or 0
         return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
 
-    def _completion(self, request_id: str, answer: ServedAnswer, ext: dict[str, Any]
-                    ) -> dict[str, Any]:
+    def _completion(
+        self, request_id: str, answer: ServedAnswer, ext: dict[str, Any]
+    ) -> dict[str, Any]:
         return {
             "id": request_id,
             "object": "chat.completion",
             "created": int(time.time()),
             "model": answer.model,
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": answer.text},
-                "logprobs": None,
-                "finish_reason": answer.finish_reason or "stop",
-            }],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": answer.text},
+                    "logprobs": None,
+                    "finish_reason": answer.finish_reason or "stop",
+                }
+            ],
             "usage": self._usage(answer),
             "cascade_routing": ext,
         }
 
-    async def _chunks(self, request_id: str, answer: ServedAnswer, ext: dict[str, Any],
-                      include_usage: bool) -> AsyncIterator[bytes]:
+    async def _chunks(
+        self, request_id: str, answer: ServedAnswer, ext: dict[str, Any], include_usage: bool
+    ) -> AsyncIterator[bytes]:
         created = int(time.time())
 
         def chunk(delta: dict[str, Any], finish: str | None, **extra: Any) -> bytes:
-            payload = {"id": request_id, "object": "chat.completion.chunk", "created": created,
-                       "model": answer.model,
-                       "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                                    "finish_reason": finish}], **extra}
+            payload = {
+                "id": request_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": answer.model,
+                "choices": [
+                    {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+                ],
+                **extra,
+            }
             return b"data: " + json.dumps(_clean(payload)).encode() + b"\n\n"
 
         yield chunk({"role": "assistant", "content": ""}, None)
         text = answer.text
         size = 64
         for i in range(0, len(text), size):
-            yield chunk({"content": text[i:i + size]}, None)
+            yield chunk({"content": text[i : i + size]}, None)
         yield chunk({}, answer.finish_reason or "stop", cascade_routing=ext)
         if include_usage:
-            payload = {"id": request_id, "object": "chat.completion.chunk", "created": created,
-                       "model": answer.model, "choices": [], "usage": self._usage(answer)}
+            payload = {
+                "id": request_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": answer.model,
+                "choices": [],
+                "usage": self._usage(answer),
+            }
             yield b"data: " + json.dumps(payload).encode() + b"\n\n"
         yield b"data: [DONE]\n\n"
 
@@ -453,7 +551,8 @@ class Gateway:
                     record.calls.append(_Call(name, "refused", 0.0, kind="cost_cap"))
                     raise CostCapError(
                         f"{name} would cost about ${est:.3g}, over the ${cap:.3g} cap with "
-                        f"${record.spent:.3g} spent")
+                        f"${record.spent:.3g} spent"
+                    )
             task = asyncio.current_task()
             if task is not None:
                 record.tasks.add(task)
@@ -464,9 +563,17 @@ class Gateway:
             except UpstreamError as exc:
                 seconds = time.perf_counter() - t0
                 record.upstream_seconds += seconds
-                record.calls.append(_Call(name, "failed", seconds, kind=exc.kind,
-                                          http_status=exc.status, attempts=exc.attempts,
-                                          billed=exc.billed))
+                record.calls.append(
+                    _Call(
+                        name,
+                        "failed",
+                        seconds,
+                        kind=exc.kind,
+                        http_status=exc.status,
+                        attempts=exc.attempts,
+                        billed=exc.billed,
+                    )
+                )
                 if exc.billed == "unknown":
                     record.unknown_cost += 1
                     record.unknown_estimate += float(self._ante(query)[idx[name]])
@@ -490,9 +597,16 @@ class Gateway:
             record.upstream_seconds += seconds
             record.answers[name] = answer
             known = answer.cost is not None
-            record.calls.append(_Call(name, "ok", seconds, cost=answer.cost,
-                                      attempts=answer.attempts,
-                                      billed="measured" if known else "unknown"))
+            record.calls.append(
+                _Call(
+                    name,
+                    "ok",
+                    seconds,
+                    cost=answer.cost,
+                    attempts=answer.attempts,
+                    billed="measured" if known else "unknown",
+                )
+            )
             tel.calls.labels(name, "ok").inc()
             tel.upstream_seconds.labels(name).observe(seconds)
             if not known:
@@ -502,6 +616,7 @@ class Gateway:
             record.spent += answer.cost  # type: ignore[operator]
             tel.cost.labels(query.tenant, name).inc(answer.cost)  # type: ignore[arg-type]
             return answer, answer.cost
+
         return call
 
     async def _serve(self, query: ChatQuery, tenant: str) -> _Outcome:
@@ -517,20 +632,25 @@ class Gateway:
         try:
             result = await asyncio.wait_for(
                 strategy.arun(query, self._caller(record, idx), timeout=server.call_timeout),
-                server.deadline)
+                server.deadline,
+            )
             steps = result.trace
         except AllModelsFailedError as exc:
             steps = exc.trace
             if record.calls and all(c.status == "refused" for c in record.calls):
-                failure = (402, "cost_cap_exceeded",
-                           "the per-request cost cap leaves no model to call")
+                failure = (
+                    402,
+                    "cost_cap_exceeded",
+                    "the per-request cost cap leaves no model to call",
+                )
             else:
                 failure = (502, "upstream_error", "every model the policy could call failed")
         except asyncio.TimeoutError:
             failure = (504, "timeout", f"no answer within the {server.deadline:g}s deadline")
         except Exception as exc:  # an estimator or the loop failed: contain it
-            log.error("request %s: the decision loop failed (%s)", query.request_id,
-                      type(exc).__name__)
+            log.error(
+                "request %s: the decision loop failed (%s)", query.request_id, type(exc).__name__
+            )
             failure = (500, "internal_error", f"the decision loop failed: {type(exc).__name__}")
         finally:
             # Calls still running (the deadline passed): cancel them and wait for their
@@ -544,12 +664,17 @@ class Gateway:
         answer: ServedAnswer | None = None
         if result is not None:
             answer = record.answers.get(result.model or "") or (
-                result.answer if isinstance(result.answer, ServedAnswer) else None)
+                result.answer if isinstance(result.answer, ServedAnswer) else None
+            )
         if answer is None and record.answers:
             answer = self._best_so_far(query, record)
             trace["fallback"] = "best_so_far"
-        if answer is None and failure is not None and failure[0] in (500, 504) \
-                and server.fallback_model is not None:
+        if (
+            answer is None
+            and failure is not None
+            and failure[0] in (500, 504)
+            and server.fallback_model is not None
+        ):
             answer = await self._call_fallback(query, record, idx)
             if answer is not None:
                 trace["fallback"] = "fallback_model"
@@ -568,8 +693,11 @@ class Gateway:
             ante = self._ante(query)
             i = idx[self.dearest]
             dearest = record.answers.get(self.dearest)
-            counter = dearest.cost if dearest is not None and dearest.cost is not None \
+            counter = (
+                dearest.cost
+                if dearest is not None and dearest.cost is not None
                 else float(ante[i])
+            )
             self.telemetry.savings.add(cost, counter)
             if counter > cost:
                 self.telemetry.saved.inc(counter - cost)
@@ -577,13 +705,15 @@ class Gateway:
         assert failure is not None
         return _Outcome(failure[0], None, trace, (failure[1], failure[2]))
 
-    async def _call_fallback(self, query: ChatQuery, record: _Record,
-                             idx: dict[str, int]) -> ServedAnswer | None:
+    async def _call_fallback(
+        self, query: ChatQuery, record: _Record, idx: dict[str, int]
+    ) -> ServedAnswer | None:
         name = self.config.server.fallback_model
         assert name is not None
         try:
-            value = await asyncio.wait_for(self._caller(record, idx)(name, query),
-                                           self.config.server.call_timeout)
+            value = await asyncio.wait_for(
+                self._caller(record, idx)(name, query), self.config.server.call_timeout
+            )
         except (UpstreamError, CostCapError, asyncio.TimeoutError):
             return None
         answer = value[0] if isinstance(value, tuple) else value
@@ -599,13 +729,14 @@ class Gateway:
             if all(math.isfinite(v) for v in scores.values()):
                 return record.answers[max(names, key=lambda m: scores[m])]
         except Exception as exc:  # the estimator is what failed: fall back on confidence
-            log.info("request %s: best-so-far by confidence (%s)", query.request_id,
-                     type(exc).__name__)
-        return record.answers[max(
-            names, key=lambda m: record.answers[m].token_probability or 0.0)]
+            log.info(
+                "request %s: best-so-far by confidence (%s)", query.request_id, type(exc).__name__
+            )
+        return record.answers[max(names, key=lambda m: record.answers[m].token_probability or 0.0)]
 
-    def _summary(self, query: ChatQuery, record: _Record, answer: ServedAnswer | None
-                 ) -> dict[str, Any]:
+    def _summary(
+        self, query: ChatQuery, record: _Record, answer: ServedAnswer | None
+    ) -> dict[str, Any]:
         """Models tried, final estimates and the runner-up, cost (never the text)."""
         out: dict[str, Any] = {
             "models_tried": [c.model for c in record.calls if c.status != "refused"],
@@ -623,29 +754,45 @@ class Gateway:
             var = getattr(est, "var", None)
             cost = np.asarray(self.cost.predict([query], [row]), dtype=np.float64)[0]
             for i, m in enumerate(self.models):
-                estimates[m] = {"quality": float(mean[i]), "cost": float(cost[i]),
-                                "quality_sd": None if var is None
-                                else float(np.sqrt(np.asarray(var)[0, i])),
-                                "ran": m in record.answers}
+                estimates[m] = {
+                    "quality": float(mean[i]),
+                    "cost": float(cost[i]),
+                    "quality_sd": None if var is None else float(np.sqrt(np.asarray(var)[0, i])),
+                    "ran": m in record.answers,
+                }
         except Exception as exc:
             out["estimates_error"] = type(exc).__name__
         out["estimates"] = estimates
         runner = None
         if estimates and answer is not None:
-            pool = [m for m in record.answers if m != answer.model] or \
-                   [m for m in self.models if m != answer.model]
+            pool = [m for m in record.answers if m != answer.model] or [
+                m for m in self.models if m != answer.model
+            ]
             if pool:
-                runner = max(pool, key=lambda m: (estimates[m]["quality"]
-                                                  if math.isfinite(estimates[m]["quality"])
-                                                  else -math.inf))
+                runner = max(
+                    pool,
+                    key=lambda m: (
+                        estimates[m]["quality"]
+                        if math.isfinite(estimates[m]["quality"])
+                        else -math.inf
+                    ),
+                )
         out["runner_up"] = runner
         return out
 
 
-def _error(status: int, kind: str, message: str, *, code: str | None = None,
-           trace: dict[str, Any] | None = None, request_id: str | None = None) -> Response:
-    body: dict[str, Any] = {"error": {"message": message, "type": kind, "param": None,
-                                      "code": code or kind}}
+def _error(
+    status: int,
+    kind: str,
+    message: str,
+    *,
+    code: str | None = None,
+    trace: dict[str, Any] | None = None,
+    request_id: str | None = None,
+) -> Response:
+    body: dict[str, Any] = {
+        "error": {"message": message, "type": kind, "param": None, "code": code or kind}
+    }
     if trace is not None:
         body["cascade_routing"] = {"request_id": request_id, "trace": trace}
     return JSONResponse(_clean(body), status_code=status)
@@ -661,13 +808,19 @@ def _policy_models(policy: str | Path) -> list[str]:
     except FileNotFoundError as exc:
         raise ConfigError(f"the policy file {p} does not exist") from exc
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{p} is not a readable policy file ({type(exc).__name__}: {exc})"
-                          ) from exc
+        raise ConfigError(
+            f"{p} is not a readable policy file ({type(exc).__name__}: {exc})"
+        ) from exc
     return models
 
 
-def build_gateway(policy: str | Path, config: str | Path | ServeConfig | Mapping[str, Any], *,
-                  environ: Mapping[str, str] | None = None, **kwargs: Any) -> Gateway:
+def build_gateway(
+    policy: str | Path,
+    config: str | Path | ServeConfig | Mapping[str, Any],
+    *,
+    environ: Mapping[str, str] | None = None,
+    **kwargs: Any,
+) -> Gateway:
     """Load and check everything a gateway needs; raises :class:`ConfigError` on any problem
     (a missing API key variable, an unknown model, a policy over other models)."""
     if isinstance(config, ServeConfig):

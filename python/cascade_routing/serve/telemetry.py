@@ -102,33 +102,54 @@ class Telemetry:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
         p = "cascade_routing_"
-        self.decisions = Counter(p + "decisions", "Answered or failed requests",
-                                 ["tenant", "model", "outcome"], registry=r)
-        self.calls = Counter(p + "upstream_calls", "Upstream calls by result",
-                             ["model", "status"], registry=r)
-        self.failures = Counter(p + "upstream_failures", "Failed upstream calls",
-                                ["model", "kind"], registry=r)
-        self.cost = Counter(p + "cost_dollars", "Measured spend", ["tenant", "model"],
-                            registry=r)
-        self.request_cost = Histogram(p + "request_cost_dollars", "Total cost per request",
-                                      buckets=_COST, registry=r)
-        self.decision_seconds = Histogram(p + "decision_seconds",
-                                          "Request time outside upstream calls",
-                                          buckets=_FAST, registry=r)
-        self.upstream_seconds = Histogram(p + "upstream_seconds", "Upstream call time",
-                                          ["model"], buckets=_SLOW, registry=r)
-        self.request_seconds = Histogram(p + "request_seconds", "End-to-end request time",
-                                         buckets=_SLOW, registry=r)
-        self.lam = Gauge(p + "lambda", "First-step cost multiplier in force", ["tenant"],
-                         registry=r)
-        self.lam_scale = Gauge(p + "lambda_scale", "Budget controller scale of the multipliers",
-                               ["tenant"], registry=r)
-        self.mean_cost = Gauge(p + "budget_mean_cost_dollars", "Realised mean cost per query",
-                               ["tenant"], registry=r)
-        self.saved = Counter(p + "savings_dollars", "Estimated saving against always calling "
-                             "the most expensive model", registry=r)
-        self.breaker_open = Gauge(p + "breaker_open", "1 while the circuit breaker is open",
-                                  ["model"], registry=r)
+        self.decisions = Counter(
+            p + "decisions",
+            "Answered or failed requests",
+            ["tenant", "model", "outcome"],
+            registry=r,
+        )
+        self.calls = Counter(
+            p + "upstream_calls", "Upstream calls by result", ["model", "status"], registry=r
+        )
+        self.failures = Counter(
+            p + "upstream_failures", "Failed upstream calls", ["model", "kind"], registry=r
+        )
+        self.cost = Counter(p + "cost_dollars", "Measured spend", ["tenant", "model"], registry=r)
+        self.request_cost = Histogram(
+            p + "request_cost_dollars", "Total cost per request", buckets=_COST, registry=r
+        )
+        self.decision_seconds = Histogram(
+            p + "decision_seconds",
+            "Request time outside upstream calls",
+            buckets=_FAST,
+            registry=r,
+        )
+        self.upstream_seconds = Histogram(
+            p + "upstream_seconds", "Upstream call time", ["model"], buckets=_SLOW, registry=r
+        )
+        self.request_seconds = Histogram(
+            p + "request_seconds", "End-to-end request time", buckets=_SLOW, registry=r
+        )
+        self.lam = Gauge(
+            p + "lambda", "First-step cost multiplier in force", ["tenant"], registry=r
+        )
+        self.lam_scale = Gauge(
+            p + "lambda_scale",
+            "Budget controller scale of the multipliers",
+            ["tenant"],
+            registry=r,
+        )
+        self.mean_cost = Gauge(
+            p + "budget_mean_cost_dollars", "Realised mean cost per query", ["tenant"], registry=r
+        )
+        self.saved = Counter(
+            p + "savings_dollars",
+            "Estimated saving against always calling the most expensive model",
+            registry=r,
+        )
+        self.breaker_open = Gauge(
+            p + "breaker_open", "1 while the circuit breaker is open", ["model"], registry=r
+        )
         self.savings = Savings()
 
     def exposition(self) -> bytes:

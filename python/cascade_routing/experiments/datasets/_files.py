@@ -125,7 +125,7 @@ def numeric_columns(frame: pd.DataFrame, columns: Sequence[str], file: str) -> N
     bad = [c for c in columns if not pd.api.types.is_numeric_dtype(frame[c])]
     if bad:
         raise ValueError(f"{file}: columns {bad} must be numeric (empty cells allowed)")
-    return frame[list(columns)].to_numpy(dtype=np.float64)
+    return np.asarray(frame[list(columns)].to_numpy(dtype=np.float64), dtype=np.float64)
 
 
 def select(available: Sequence[str], models: Sequence[str] | None, file: str) -> list[str]:

@@ -243,11 +243,11 @@ class Dataset:
 
     def mean_quality(self) -> NDArray[np.float64]:
         """Mean quality of each model (``(k,)``)."""
-        return self.quality.mean(axis=0)
+        return np.asarray(self.quality.mean(axis=0), dtype=np.float64)
 
     def mean_cost(self) -> NDArray[np.float64]:
         """Mean cost of each model (``(k,)``)."""
-        return self.cost.mean(axis=0)
+        return np.asarray(self.cost.mean(axis=0), dtype=np.float64)
 
 
 # --------------------------------------------------------------------------- validation
