@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Fuzz the compiled bindings for a bounded time (fuzz/fuzz_bindings.py, atheris).
+# Fuzz for a bounded time with atheris: the compiled bindings (fuzz/fuzz_bindings.py) and the
+# policy loader (fuzz/fuzz_policy.py), SECONDS each.
 #
 #   scripts/fuzz.sh [SECONDS] [--sanitized]
 #
-# SECONDS defaults to 60. The committed corpus (fuzz/corpus/bindings) is replayed first and
-# read, never written: new inputs go to a temporary directory. A finding (an exception other
+# SECONDS defaults to 60. Each target's committed corpus (fuzz/corpus/<target>) is replayed
+# first and read, never written: new inputs go to a temporary directory. A finding (an exception other
 # than TypeError / ValueError, a crash, or with --sanitized an ASan / UBSan report) exits
 # non-zero and leaves the reproducer in fuzz/findings/. --sanitized fuzzes the module that
 # scripts/sanitize.sh built (build/asan); otherwise the module the checkout imports
@@ -46,8 +47,12 @@ if [ "$sanitized" = 1 ]; then
     export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 fi
 
-mkdir -p "$work/new" "$root/fuzz/findings"
+mkdir -p "$root/fuzz/findings"
 cd "$work"
-"$python" "$root/fuzz/fuzz_bindings.py" -max_total_time="$seconds" -timeout=10 \
-    -rss_limit_mb=4096 -print_final_stats=1 -artifact_prefix="$root/fuzz/findings/" \
-    "$work/new" "$root/fuzz/corpus/bindings"
+for target in bindings policy; do
+    echo "== fuzz_$target.py for ${seconds}s"
+    mkdir -p "$work/new-$target"
+    "$python" "$root/fuzz/fuzz_$target.py" -max_total_time="$seconds" -timeout=10 \
+        -rss_limit_mb=4096 -print_final_stats=1 -artifact_prefix="$root/fuzz/findings/" \
+        "$work/new-$target" "$root/fuzz/corpus/$target"
+done
