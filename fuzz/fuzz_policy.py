@@ -142,7 +142,7 @@ def one_input(data: bytes) -> None:
     """The fuzz target: one policy file built from ``data``."""
     fdp = atheris.FuzzedDataProvider(data)
     mode = fdp.ConsumeIntInRange(0, 3)
-    models = [None, MODELS, MODELS[::-1], MODELS[:2]][fdp.ConsumeIntInRange(0, 3)]
+    models = [MODELS, MODELS[::-1], MODELS[:2], ["x", "y", "z"]][fdp.ConsumeIntInRange(0, 3)]
     if mode == 0:
         raw = fdp.ConsumeBytes(fdp.remaining_bytes())
     elif mode == 3:  # nested deeper than any parser's recursion limit

@@ -42,7 +42,7 @@ def test_save_load_round_trip_gives_identical_decisions(cls, tmp_path) -> None:
     assert loaded.model_order == strat.model_order
     assert loaded.settings() == strat.settings()
     same_replay(strat.replay(queries, answers, q, c), loaded.replay(queries, answers, q, c))
-    assert cls.load(path, qe, ce).gamma_ == strat.gamma_
+    assert cls.load(path, qe, ce, models=models).gamma_ == strat.gamma_
 
 
 @pytest.fixture(scope="module")
@@ -63,29 +63,29 @@ def test_load_rejects_corrupted_and_mismatched_files(policy, tmp_path) -> None:
     qe, ce, models, data = policy
     path = tmp_path / "p.json"
     write(path, data)
-    Strategy.load(path, qe, ce)
+    Strategy.load(path, qe, ce, models=models)
     with pytest.raises(ValueError, match="fitted for models"):
         Strategy.load(path, qe, ce, models=["x", "y", "z"])
     with pytest.raises(ValueError, match="fitted for models"):
         Strategy.load(path, qe, ce, models=models[::-1])
     with pytest.raises(ValueError, match="not a Router"):
-        Router.load(path, qe, ce)
+        Router.load(path, qe, ce, models=models)
     write(path, json.dumps(data)[:50])
     with pytest.raises(ValueError, match="not a readable policy"):
-        Strategy.load(path, qe, ce)
+        Strategy.load(path, qe, ce, models=models)
     write(path, {**data, "schema_version": 99})
     with pytest.raises(ValueError, match="schema version 99"):
-        Strategy.load(path, qe, ce)
+        Strategy.load(path, qe, ce, models=models)
     write(path, {k: v for k, v in data.items() if k != "lambdas"})
     with pytest.raises(ValueError, match="corrupted"):
-        Strategy.load(path, qe, ce)
+        Strategy.load(path, qe, ce, models=models)
     write(path, {**data, "format": "other"})
     with pytest.raises(ValueError, match="not a cascade-routing policy"):
-        Strategy.load(path, qe, ce)
+        Strategy.load(path, qe, ce, models=models)
     with pytest.raises(FileNotFoundError):
-        Strategy.load(tmp_path / "missing.json", qe, ce)
+        Strategy.load(tmp_path / "missing.json", qe, ce, models=models)
     with pytest.raises(TypeError, match="quality_estimator"):
-        Strategy.load(path, object(), ce)
+        Strategy.load(path, object(), ce, models=models)
 
 
 def _with(data, path, value):
@@ -141,24 +141,24 @@ BAD_FIELDS = [
 def test_every_field_is_checked_with_its_exact_json_type(
     policy, tmp_path, path, value, match
 ) -> None:
-    qe, ce, _, data = policy
+    qe, ce, models, data = policy
     file = tmp_path / "p.json"
     write(file, _with(data, path, value))
     with pytest.raises(ValueError, match=match):
-        Strategy.load(file, qe, ce)
+        Strategy.load(file, qe, ce, models=models)
 
 
 def test_missing_settings_are_refused_but_max_work_may_be_absent(policy, tmp_path) -> None:
-    qe, ce, _, data = policy
+    qe, ce, models, data = policy
     file = tmp_path / "p.json"
     older = copy.deepcopy(data)
     del older["settings"]["max_work"]  # written before max_work existed
     write(file, older)
-    assert Strategy.load(file, qe, ce).max_work == cr.DEFAULT_MAX_WORK
+    assert Strategy.load(file, qe, ce, models=models).max_work == cr.DEFAULT_MAX_WORK
     del older["settings"]["seed"]
     write(file, older)
     with pytest.raises(ValueError, match="missing \\['seed'\\]"):
-        Strategy.load(file, qe, ce)
+        Strategy.load(file, qe, ce, models=models)
 
 
 @pytest.mark.parametrize(
@@ -182,13 +182,13 @@ def test_the_parser_refuses_non_finite_numbers_duplicates_and_deep_nesting(
     else:
         file.write_text(text)
     with pytest.raises(ValueError, match=match):
-        load_policy(file, *synthetic(5, 3, 0)[:2])
+        load_policy(file, *synthetic(5, 3, 0)[:2], models=["a", "b", "c"])
 
 
 def test_files_over_the_size_limit_are_refused_before_reading(
     policy, tmp_path, monkeypatch
 ) -> None:
-    qe, ce, _, data = policy
+    qe, ce, models, data = policy
     file = tmp_path / "big.json"
     text = json.dumps(data)
     file.write_text(text + " " * (MAX_POLICY_BYTES + 1 - len(text)))
@@ -201,12 +201,12 @@ def test_files_over_the_size_limit_are_refused_before_reading(
 
     monkeypatch.setattr("builtins.open", spy)
     with pytest.raises(ValueError, match="MAX_POLICY_BYTES"):
-        Strategy.load(file, qe, ce)
+        Strategy.load(file, qe, ce, models=models)
     assert opened == []  # refused from the size alone
     monkeypatch.undo()
     file.write_text(text)
     assert os.path.getsize(file) < MAX_POLICY_BYTES
-    Strategy.load(file, qe, ce)
+    Strategy.load(file, qe, ce, models=models)
 
 
 def test_a_policy_is_bound_to_the_estimators_models(policy, tmp_path) -> None:
@@ -226,7 +226,20 @@ def test_a_policy_is_bound_to_the_estimators_models(policy, tmp_path) -> None:
         Strategy.load(file, Named(qe, models[::-1]), ce)
     with pytest.raises(ValueError, match="has 4"):
         other = synthetic(10, 4, 0)
-        Strategy.load(file, other[0], other[1])
+        Strategy.load(file, other[0], other[1], models=models)
+
+
+def test_a_policy_cannot_be_loaded_without_names_to_bind_it_to(policy, tmp_path) -> None:
+    """With no models= and no estimator that names its models, a reversed model list in the
+    file could not be told from the right one: the call is refused before reading."""
+    qe, ce, models, data = policy
+    file = tmp_path / "p.json"
+    reversed_names = dict(data, models=models[::-1], order=list(data["order"])[::-1])
+    write(file, reversed_names)
+    with pytest.raises(TypeError, match=r"needs models=\[\.\.\.\]"):
+        Strategy.load(file, qe, ce)
+    with pytest.raises(ValueError, match="was fitted for models"):
+        Strategy.load(file, qe, ce, models=models)
 
 
 # --------------------------------------------------------------------------- fuzzing
@@ -257,9 +270,9 @@ def _paths(data, prefix=()):
             yield from _paths(v, (*prefix, i))
 
 
-def _only_value_errors(file, qe, ce) -> None:
+def _only_value_errors(file, qe, ce, models) -> None:
     try:
-        load_policy(file, qe, ce)
+        load_policy(file, qe, ce, models=models)
     except ValueError:
         pass
 
@@ -267,7 +280,7 @@ def _only_value_errors(file, qe, ce) -> None:
 @settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_fuzz_mutated_policies_raise_only_value_error(policy, tmp_path, data) -> None:
-    qe, ce, _, valid = policy
+    qe, ce, models, valid = policy
     doc = copy.deepcopy(valid)
     for _ in range(data.draw(st.integers(1, 3))):
         paths = list(_paths(doc))[1:]
@@ -282,18 +295,18 @@ def test_fuzz_mutated_policies_raise_only_value_error(policy, tmp_path, data) ->
             parent[target[-1]] = data.draw(_json)
     file = tmp_path / "fuzz.json"
     file.write_text(json.dumps(doc))
-    _only_value_errors(file, qe, ce)
+    _only_value_errors(file, qe, ce, models)
 
 
 @settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(doc=_json, raw=st.binary(max_size=64))
 def test_fuzz_random_json_and_bytes_raise_only_value_error(policy, tmp_path, doc, raw) -> None:
-    qe, ce, _, _ = policy
+    qe, ce, models, _ = policy
     file = tmp_path / "fuzz.json"
     file.write_text(json.dumps(doc))
-    _only_value_errors(file, qe, ce)
+    _only_value_errors(file, qe, ce, models)
     file.write_bytes(raw)
-    _only_value_errors(file, qe, ce)
+    _only_value_errors(file, qe, ce, models)
 
 
 def test_the_saved_lambdas_are_finite_numbers(policy) -> None:

@@ -102,7 +102,7 @@ def test_quality_bounds_reach_every_decision_path(bounds, tmp_path) -> None:
     same_replay(compiled, opaque.replay(queries, answers, q, c))
     path = tmp_path / "bounded.json"
     strat.save(path)
-    loaded = Strategy.load(path, qe, ce)
+    loaded = Strategy.load(path, qe, ce, models=models)
     assert loaded.quality_bounds == (float(bounds[0]), float(bounds[1]))
     same_replay(compiled, loaded.replay(queries, answers, q, c))
     # The bounds change decisions: the same multipliers without them decide differently.

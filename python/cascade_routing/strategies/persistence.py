@@ -329,12 +329,13 @@ def load_policy(
 ) -> Strategy:
     """Read a policy JSON written by :meth:`Strategy.save` and attach the estimators.
 
-    The policy is bound to its models: ``models`` (or, if not given, the estimators'
-    ``models`` attribute when they have one) must equal the saved names in order, and
+    The policy is bound to its models: ``models`` (required unless an estimator has a
+    ``models`` attribute, which is then used) must equal the saved names in order, and
     estimators with ``n_models`` must have as many. With ``expected``, the file must hold
     that class. Every rule is in docs/policy-format.md §8; a file that breaks one raises
     ``ValueError`` naming the file and the field, a missing file ``FileNotFoundError``, and
-    estimators without ``predict`` ``TypeError``.
+    a call without ``models`` (nothing to bind to) or estimators without ``predict``
+    ``TypeError``.
     """
     for role, est in (
         ("quality_estimator", quality_estimator),
@@ -342,6 +343,16 @@ def load_policy(
     ):
         if not callable(getattr(est, "predict", None)):
             raise TypeError(f"{role} must have a predict(queries, answers) method")
+    if models is None and all(
+        getattr(est, "models", None) is None for est in (quality_estimator, cost_estimator)
+    ):
+        # Nothing to compare the saved names with: a policy edited or written for another
+        # model list would apply silently to the estimators' columns.
+        raise TypeError(
+            "load_policy needs models=[...], the model names in the column order of the "
+            "estimators, so that a policy for other models is refused (or estimators with a "
+            "`models` attribute)"
+        )
     p = Path(path)
     data = _read(p)
     try:
