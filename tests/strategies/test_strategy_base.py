@@ -303,6 +303,8 @@ def test_decisions_are_thread_safe() -> None:
 def test_the_package_keeps_its_public_names() -> None:
     for name in (
         "AllModelsFailedError",
+        "EstimatorFailedError",
+        "Plan",
         "Cascade",
         "CascadeRouter",
         "ReplayResult",
