@@ -15,6 +15,7 @@ import pytest
 from _strategy_cases import MODELS, ScoreEstimator, make_live
 
 from cascade_routing.estimators import ConstantCost, QualityEstimate
+from cascade_routing.learn import ModelAnswer
 from cascade_routing.strategies import (
     AllModelsFailedError,
     CascadeRouter,
@@ -145,16 +146,19 @@ class BreaksOnceAModelRan(ScoreEstimator):
 
 
 @pytest.mark.parametrize("bad", ["nan", "shape", "negative_variance", "raise"])
-def test_an_estimator_failure_stops_the_loop_after_one_call(bad: str, caplog) -> None:
+def test_an_estimator_failure_stops_the_loop_and_keeps_the_paid_answer(bad: str, caplog) -> None:
     strat = CascadeRouter(
         BreaksOnceAModelRan(bad), ConstantCost((1, 2, 3, 4)), MODELS, order="given"
     ).set_lambdas(0.0)
-    client = Counting(lambda name: {"score": 0.9})
+    client = Counting(lambda name: ({"score": 0.9, "from": name}, 1.25))
     with caplog.at_level(logging.DEBUG, logger="cascade_routing"):
-        with pytest.raises(EstimatorFailedError) as info:
-            strat.run("secret query text", client)
+        result = strat.run("secret query text", client)
     assert len(client.calls) == 1  # before: every model was called and marked invalid
-    trace = info.value.trace
+    # The one answer paid for is returned, not lost in an exception.
+    assert result.model == client.calls[0] and result.answer["from"] == client.calls[0]
+    assert result.fallback == "best_so_far"
+    assert result.cost == 1.25
+    trace = result.trace
     assert [s.status for s in trace] == ["ok", "estimator_failed"]
     assert trace[-1].error
     assert all("secret query text" not in r.getMessage() for r in caplog.records)
@@ -182,6 +186,7 @@ def test_an_estimator_failure_returns_the_best_answer_estimated_so_far() -> None
     assert result.model == first and result.answer["from"] == first
     assert set(result.answers) == set(client.calls)  # the second answer is kept, not chosen
     assert result.cost == 2.0
+    assert result.fallback == "best_so_far"
 
 
 def test_an_estimator_failing_before_any_call_calls_no_model() -> None:
@@ -258,3 +263,179 @@ def test_logs_name_the_model_and_status_but_never_the_query(caplog) -> None:
     messages = [r.getMessage() for r in caplog.records]
     assert any("huge" in m and "failed" in m for m in messages)
     assert all("my private question" not in m for m in messages)
+
+
+# --------------------------------------------------------------------------- no lost answer
+
+
+def test_a_fallback_model_answers_when_the_estimators_fail_before_any_call() -> None:
+    class Broken:
+        def predict(self, queries, answers):
+            raise KeyError("error payload")
+
+    strat = CascadeRouter(Broken(), ConstantCost((1, 2, 3, 4)), MODELS).set_lambdas(0.0)
+    client = Counting(lambda name: ({"score": 1.0, "from": name}, 0.5))
+    result = strat.run("q", client, fallback_model="medium")
+    assert client.calls == ["medium"]
+    assert result.model == "medium" and result.answer["from"] == "medium"
+    assert result.fallback == "fallback_model" and result.cost == 0.5
+    assert [s.status for s in result.trace] == ["estimator_failed", "ok"]
+    again = asyncio.run(strat.arun("q", Counting(client.reply), fallback_model="medium"))
+    assert again.model == "medium" and again.fallback == "fallback_model"
+    failing = Counting(lambda name: None)
+    with pytest.raises(EstimatorFailedError, match="error payload"):
+        strat.run("q", failing, fallback_model="medium")  # the fallback gave nothing either
+    assert failing.calls == ["medium"]
+    with pytest.raises(ValueError, match="fallback_model must be one of"):
+        strat.run("q", client, fallback_model="gpt-5")
+
+
+def test_a_timed_out_call_is_charged_its_estimate_and_marked_incomplete() -> None:
+    strat, _ = make_live(prior=(0.5, 0.6, 0.7, 0.99), lam=0.0)  # costs 1, 2, 3, 4
+
+    def call(name, query):
+        if name == "huge":
+            time.sleep(0.5)
+        return {"score": 0.3}, 0.0
+
+    result = strat.run("q", call, timeout=0.1)
+    hung = [s for s in result.trace if s.model == "huge"]
+    assert hung[0].status == "timeout" and hung[0].actual_cost is None
+    assert result.cost == pytest.approx(4.0)  # the estimate of huge; every answer cost 0
+    assert not result.cost_complete
+
+
+def test_a_structured_answer_carries_its_cost_and_a_confidence_is_never_a_cost() -> None:
+    strat, _ = make_live(prior=(0.5, 0.6, 0.7, 0.99), lam=0.0)
+
+    class Scored(ModelAnswer):
+        @property
+        def score(self) -> float:
+            return 0.3
+
+    class ByScore(ScoreEstimator):
+        def predict(self, queries, answers):
+            rows = [[None if a is None else {"score": a.score} for a in r] for r in answers]
+            return super().predict(queries, rows)
+
+    strat = CascadeRouter(
+        ByScore((0.5, 0.6, 0.7, 0.99)), ConstantCost((1, 2, 3, 4)), MODELS, order="given"
+    ).set_lambdas(0.0)
+    result = strat.run("q", lambda name, q: Scored("x", confidence=0.93, cost=0.01))
+    ok = [s for s in result.trace if s.model]
+    assert all(s.status == "ok" and s.actual_cost == 0.01 for s in ok)
+    assert result.cost == pytest.approx(0.01 * len(ok)) and result.cost_complete
+    unknown = strat.run("q", lambda name, q: Scored("x", confidence=0.93))
+    steps = [s for s in unknown.trace if s.model]
+    assert all(s.status == "unknown_cost" and s.actual_cost is None for s in steps)
+    assert unknown.cost == pytest.approx(sum(s.estimated_cost for s in steps))
+    assert not unknown.cost_complete and not unknown.failed
+
+
+def test_a_deadline_bounds_the_whole_query_and_returns_the_answer_paid_for() -> None:
+    strat, _ = make_live(prior=(0.5, 0.6, 0.7, 0.99), lam=0.0)
+    client = Counting(lambda name: ({"score": 0.3, "from": name}, 1.0))
+
+    def slow(name, query):
+        time.sleep(0.3)
+        return client(name, query)
+
+    t0 = time.perf_counter()
+    result = strat.run("q", slow, deadline=0.45)
+    elapsed = time.perf_counter() - t0
+    assert elapsed < 0.7  # without the deadline: 4 calls of 0.3 s
+    assert client.calls and result.model == client.calls[0]
+    assert result.fallback == "best_so_far"
+    assert [s.status for s in result.trace][-1] in ("timeout", "deadline")
+    assert "timeout" in [s.status for s in result.trace]  # the second call was cut short
+
+    async def aslow(name, query):
+        await asyncio.sleep(0.3)
+        return {"score": 0.3, "from": name}, 1.0
+
+    t0 = time.perf_counter()
+    aresult = asyncio.run(strat.arun("q", aslow, deadline=0.45))
+    assert time.perf_counter() - t0 < 0.7
+    assert aresult.model == client.calls[0] and aresult.fallback == "best_so_far"
+    with pytest.raises(ValueError, match="deadline"):
+        strat.run("q", slow, deadline=0)
+
+
+def test_run_leaves_no_thread_behind_and_a_hung_call_never_blocks_exit() -> None:
+    import threading
+
+    strat, _ = make_live(prior=(0.5, 0.6, 0.7, 0.99), lam=0.0)
+    release = threading.Event()
+
+    def call(name, query):
+        if name == "large":
+            release.wait(10)
+        return {"score": 0.3}
+
+    before = threading.active_count()
+    strat.run("q", lambda name, q: {"score": 0.3}, timeout=1.0)
+    assert threading.active_count() == before
+    result = strat.run("q", call, timeout=0.1)
+    assert [s.status for s in result.trace if s.model == "large"] == ["timeout"]
+    hung = [t for t in threading.enumerate() if t.name == "cascade-routing-call-large"]
+    assert len(hung) == 1 and hung[0].daemon  # it cannot hold the interpreter at exit
+    release.set()
+    hung[0].join(5)
+    assert threading.active_count() == before
+
+
+def test_arun_runs_a_sync_client_off_the_event_loop_with_its_timeout() -> None:
+    strat, _ = make_live(prior=(0.5, 0.6, 0.7, 0.99), lam=0.0)
+
+    def blocking(name, query):
+        time.sleep(1.0 if name == "medium" else 0.05)
+        return {"score": 0.3}
+
+    async def main():
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        t = asyncio.create_task(ticker())
+        t0 = time.perf_counter()
+        result = await strat.arun("q", blocking, timeout=0.2)
+        elapsed = time.perf_counter() - t0
+        t.cancel()
+        return result, elapsed, ticks
+
+    result, elapsed, ticks = asyncio.run(main())
+    statuses = {s.model: s.status for s in result.trace if s.model}
+    assert statuses["medium"] == "timeout"  # before: 1 s later, reported "ok"
+    assert elapsed < 0.9
+    assert ticks >= 0.5 * elapsed / 0.01  # the event loop kept running during the calls
+
+
+def test_cancelling_arun_cancels_the_call_in_flight_and_leaves_no_task() -> None:
+    strat, _ = make_live(prior=(0.5, 0.6, 0.7, 0.99), lam=0.0)
+    seen: list[str] = []
+
+    async def hangs(name, query):
+        seen.append("started")
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+        return {"score": 0.3}
+
+    async def main():
+        before = len(asyncio.all_tasks())
+        task = asyncio.create_task(strat.arun("q", hangs))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return before, len(asyncio.all_tasks())
+
+    before, after = asyncio.run(main())
+    assert seen == ["started", "cancelled"]  # before: the call ran on, orphaned
+    assert after == before
