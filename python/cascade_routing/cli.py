@@ -347,6 +347,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (2 for a usage error)."""
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    if args_in[:1] == ["serve"]:  # the gateway: its own parser, needs the [serve] extra
+        from .serve.__main__ import main as serve_main
+
+        return serve_main(args_in[1:])
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -119,8 +119,33 @@ def test_a_reply_without_usage_has_an_unknown_cost(small):
     small.default = "nousage"
     with clients(small) as up:
         assert up.call_model("small", PROMPT).cost is None
-        with pytest.raises(UpstreamError, match="cost is unknown"):
-            up.loop_client()("small", PROMPT)
+
+
+def test_the_loop_keeps_a_paid_answer_whose_cost_is_unknown(small):
+    """Through Strategy.run: a reply without usage is an answer with an unknown cost (the
+    estimate is counted and flagged), not a failure that drops what was paid for."""
+    import numpy as np
+
+    import cascade_routing as cr
+
+    class Prior:
+        def predict(self, queries, answers):
+            return np.full((len(queries), 1), 0.9)
+
+    strat = cr.Router(Prior(), cr.ConstantCost([0.004]), ["small"]).set_lambdas(0.0)
+    small.default = "nousage"
+    with clients(small) as up:
+        result = strat.run(PROMPT, up.loop_client())
+        aresult = asyncio.run(strat.arun(PROMPT, up.aloop_client()))
+    for r in (result, aresult):
+        assert r.model == "small" and r.answer.text == "the answer is 42"
+        assert [s.status for s in r.trace if s.model] == ["unknown_cost"]
+        assert r.cost == pytest.approx(0.004) and not r.cost_complete
+    small.default = "ok"
+    with clients(small) as up:
+        measured = strat.run(PROMPT, up.loop_client())
+    assert measured.cost == pytest.approx(expected_cost(small), rel=1e-12)
+    assert measured.cost_complete
 
 
 def test_circuit_breaker_opens_then_half_opens(small):

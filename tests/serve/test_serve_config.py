@@ -133,3 +133,20 @@ def test_the_command_fails_at_start_up_with_a_clear_message(tmp_path):
     ok = subprocess.run(cmd, env={**env, **ENV}, capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0, ok.stderr
     assert "CascadeRouter" in ok.stdout and "sk-test" not in ok.stdout + ok.stderr
+
+
+def test_cascade_routing_serve_is_the_gateway_command(tmp_path, monkeypatch, capsys):
+    from cascade_routing.cli import main
+
+    policy = write_policy(tmp_path / "p.json")
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps(config()))
+    args = ["serve", "--policy", str(policy), "--config", str(cfg), "--check"]
+    for name in ENV:
+        monkeypatch.delenv(name, raising=False)
+    assert main(args) == 2
+    assert "KEY_SMALL is not set" in capsys.readouterr().err
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    assert main(args) == 0
+    assert "CascadeRouter" in capsys.readouterr().out

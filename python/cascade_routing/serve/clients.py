@@ -18,8 +18,9 @@ Authorization header, never in a log line, an exception message or a ``repr``. P
 answers are never logged either.
 
 With :meth:`Strategy.run <cascade_routing.Strategy.run>` use :meth:`OpenAIUpstreams.loop_client`
-(or :meth:`~OpenAIUpstreams.aloop_client` with ``arun``): it returns the documented
-``(answer, cost)`` tuple, the cost being the measured one.
+(or :meth:`~OpenAIUpstreams.aloop_client` with ``arun``): it returns the :class:`ServedAnswer`,
+whose ``cost`` the loop reads as the call's cost; a reply without ``usage`` keeps its answer
+and is recorded with an unknown cost (the estimate is counted, ``cost_complete`` is False).
 """
 
 from __future__ import annotations
@@ -377,22 +378,23 @@ class OpenAIUpstreams:
             await asyncio.sleep(delay)
 
     def loop_client(self) -> Any:
-        """``call_model(name, query) -> (answer, cost)`` for :meth:`Strategy.run`.
+        """``call_model(name, query) -> ServedAnswer`` for :meth:`Strategy.run`.
 
-        ``cost`` is the measured cost; a reply without ``usage`` raises (the loop records the
-        call as failed) rather than passing a guessed cost.
+        The answer's ``cost`` is the measured cost; a reply without ``usage`` has
+        ``cost=None``, which the loop records as an unknown cost (the paid answer is kept,
+        never dropped for want of a price).
         """
 
-        def call(name: str, query: Any) -> tuple[ServedAnswer, float]:
-            return _with_cost(self.call_model(name, query))
+        def call(name: str, query: Any) -> ServedAnswer:
+            return self.call_model(name, query)
 
         return call
 
     def aloop_client(self) -> Any:
         """The async counterpart of :meth:`loop_client`, for :meth:`Strategy.arun`."""
 
-        async def call(name: str, query: Any) -> tuple[ServedAnswer, float]:
-            return _with_cost(await self.acall_model(name, query))
+        async def call(name: str, query: Any) -> ServedAnswer:
+            return await self.acall_model(name, query)
 
         return call
 
@@ -628,14 +630,3 @@ class OpenAIUpstreams:
 
 def _first_line(exc: BaseException) -> str:
     return str(exc).splitlines()[0][:200] if str(exc) else ""
-
-
-def _with_cost(answer: ServedAnswer) -> tuple[ServedAnswer, float]:
-    if answer.cost is None:
-        raise UpstreamError(
-            answer.model,
-            "malformed",
-            "the reply has no usage: its cost is unknown",
-            billed="unknown",
-        )
-    return answer, answer.cost
