@@ -65,7 +65,7 @@ def test_dask_fit_from_parquet(benchmark, tmp_path) -> None:
 
         def fit() -> CascadeRouter:
             s = CascadeRouter(TwoPhaseQuality(dummy, dummy), TwoPhaseCost(dummy, dummy), MODELS)
-            return D.fit_distributed(s, tmp_path, client, budget=3.0)
+            return s.fit_distributed(client, tmp_path, budget=3.0)
 
         s = benchmark.pedantic(fit, rounds=1, iterations=1)
         peaks = client.run(_peak_rss_mib)

@@ -1,7 +1,9 @@
 """Fitting a strategy on a Dask cluster, from logged data in Parquet partitions.
 
-The fit is the in-memory fit of :mod:`cascade_routing.strategies.fitting` (same bound
-doubling, bisection and γ; docs/algorithm.md §9) with a different replayer: each replay at one
+Reached as :meth:`Strategy.fit_distributed
+<cascade_routing.strategies.base.Strategy.fit_distributed>` (or :func:`fit_distributed`). The
+fit is the in-memory fit of :mod:`cascade_routing.strategies.fitting` (same bound doubling,
+bisection and γ; docs/algorithm.md §9) with a different replayer: each replay at one
 multiplier is a map over the partitions, where a worker reads one partition, runs the compiled
 two-phase replay on it exactly as
 :class:`~cascade_routing.strategies.replay.TableReplayer` does, and returns exact sums; the
@@ -10,11 +12,14 @@ client adds them up. Per-query arrays never leave the workers.
 Exact sums
 ----------
 A worker returns the sum of its per-query costs and qualities *exactly*, as an integer
-multiple of ``2**-1074`` (every float64 is one; see :func:`exact_sum`). The client adds the
-integers and divides by the number of queries with one correctly rounded division
-(:func:`exact_mean`). The mean therefore does not depend on how the log is partitioned or
-in which order partial sums arrive, and equals :func:`exact_mean` of the whole in-memory
-column.
+multiple of ``2**-1074`` (every float64 is one; see
+:func:`cascade_routing._exact.exact_sum`). The client adds the integers and divides by the
+number of queries with one correctly rounded division. The mean therefore does not depend on
+how the log is partitioned or in which order partial sums arrive, and equals the mean the
+in-memory fit computes (:attr:`ReplayResult.mean_cost
+<cascade_routing.strategies.replay.ReplayResult.mean_cost>`, also correctly rounded) from the
+same data: the two fits are one function,
+:func:`~cascade_routing.strategies.fitting.fit_with_replayer`, with two replayers.
 
 Parquet schema (:func:`write_partitions`)
 -----------------------------------------
@@ -50,22 +55,24 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _backend
+from ._exact import exact_mean_of, exact_sum
 from .engine import standard_normals
 from .options import ReplayKind, SearchOptions
-from .strategies import fitting
-from .strategies.replay import TableReplayer
-from .validation import check_choice, check_int, check_number, check_seed, float_array
+from .strategies.fitting import ReplayFitOptions, check_options, cost_order, fit_with_replayer
+from .validation import check_int, check_number, check_seed, float_array
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from .strategies.base import Strategy
 
 log = logging.getLogger("cascade_routing.distributed")
@@ -78,60 +85,14 @@ _NONNEGATIVE = frozenset({"ante_cost", "post_cost", "true_cost", "ante_var", "po
 #: Schema metadata key holding the model names (JSON list).
 MODELS_KEY = b"cascade_routing.models"
 
-# Every finite float64 is an integer multiple of 2**-1074: sign * mantissa * 2**(E - 1075)
-# with the biased exponent E (1 for subnormals) and the 53-bit integer mantissa.
-_UNIT_EXP = 1074
-# Values per vectorised step (stays in cache) and per exact flush of the per-exponent sums
-# (|mantissa half| < 2**27, so 2**25 of them sum exactly in float64).
-_STEP = 1 << 16
-_FLUSH = 1 << 25
-
 
 # ---------------------------------------------------------------------------- exact sums
 
 
-def exact_sum(values: ArrayLike) -> int:
-    """The exact sum of finite float64 ``values``, as an integer number of ``2**-1074``.
-
-    Vectorised: each value's bits give its integer mantissa and exponent; the mantissas'
-    high and low 26-bit halves are summed per exponent with ``bincount`` (exact: the partial
-    sums stay below 2**53), and the per-exponent sums are combined as Python integers.
-    """
-    x = np.ascontiguousarray(values, dtype=np.float64).ravel()
-    bits = x.view(np.int64)
-    total = 0
-    for flush in range(0, x.size, _FLUSH):
-        hi_t = np.zeros(2048)
-        lo_t = np.zeros(2048)
-        for start in range(flush, min(flush + _FLUSH, x.size), _STEP):
-            b = bits[start : start + _STEP]
-            biased = (b >> 52) & 0x7FF
-            mant = (b & ((1 << 52) - 1)) | ((biased != 0).astype(np.int64) << 52)
-            mant = np.where(b < 0, -mant, mant)
-            exp = np.maximum(biased, 1)
-            hi_t += np.bincount(exp, weights=mant >> 26, minlength=2048)
-            lo_t += np.bincount(exp, weights=mant & ((1 << 26) - 1), minlength=2048)
-        for e in np.flatnonzero((hi_t != 0) | (lo_t != 0)).tolist():
-            total += ((int(hi_t[e]) << 26) + int(lo_t[e])) << (e - 1)
-    return total
-
-
-def exact_mean_of(total: int, count: int) -> float:
-    """``total · 2**-1074 / count`` correctly rounded (one integer division); 0 if empty."""
-    if count <= 0:
-        return 0.0
-    return total / (count << _UNIT_EXP)
-
-
-def exact_mean(values: ArrayLike) -> float:
-    """The correctly rounded mean of ``values`` (independent of summation order)."""
-    x = np.asarray(values, dtype=np.float64)
-    return exact_mean_of(exact_sum(x), x.size)
-
-
 @dataclass(frozen=True)
 class ReplaySums:
-    """What a distributed replay returns: exact sums over all queries (see :func:`exact_sum`).
+    """What a distributed replay returns: exact sums over all queries (integer multiples of
+    ``2**-1074``, see :func:`cascade_routing._exact.exact_sum`).
 
     It has the ``mean_cost`` and ``mean_quality`` of a
     :class:`~cascade_routing.strategies.replay.ReplayResult`, which is all fitting reads.
@@ -165,11 +126,33 @@ def column(field: str, model: str) -> str:
     return f"{field}/{model}"
 
 
-def _tables(
-    models: tuple[str, ...], tables: dict[str, ArrayLike | None]
-) -> dict[str, NDArray[np.float64]]:
+class _RequiredTables(TypedDict):
+    ante_quality: ArrayLike
+    post_quality: ArrayLike
+    ante_cost: ArrayLike
+    post_cost: ArrayLike
+    true_quality: ArrayLike
+    true_cost: ArrayLike
+
+
+class LoggedTables(_RequiredTables, total=False):
+    """The ``(n, k)`` tables of :func:`write_partitions`, by keyword: one per column of the
+    schema (module docstring); the variances are optional."""
+
+    ante_var: ArrayLike | None
+    post_var: ArrayLike | None
+
+
+def _tables(models: tuple[str, ...], tables: Mapping[str, Any]) -> dict[str, NDArray[np.float64]]:
     from .validation import check_model_names
 
+    unknown = sorted(set(tables) - set(FIELDS + VAR_FIELDS))
+    missing = [f for f in FIELDS if f not in tables]
+    if unknown or missing:
+        raise TypeError(
+            f"the tables are keywords {list(FIELDS + VAR_FIELDS)} (the variances optional); "
+            f"got unknown {unknown}, missing {missing}"
+        )
     check_model_names(models)
     k = len(models)
     out: dict[str, NDArray[np.float64]] = {}
@@ -198,34 +181,16 @@ def write_partition(
     file: str | Path,
     models: Sequence[str],
     *,
-    ante_quality: ArrayLike,
-    post_quality: ArrayLike,
-    ante_cost: ArrayLike,
-    post_cost: ArrayLike,
-    true_quality: ArrayLike,
-    true_cost: ArrayLike,
-    ante_var: ArrayLike | None = None,
-    post_var: ArrayLike | None = None,
     compression: str = "none",
+    **tables: Unpack[LoggedTables],
 ) -> int:
-    """Write one partition file (the schema in the module docstring); returns its rows."""
+    """Write one partition file (the schema in the module docstring) from the ``(n, k)``
+    tables given by keyword (:class:`LoggedTables`); returns its rows."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     names = tuple(models)
-    arrays = _tables(
-        names,
-        {
-            "ante_quality": ante_quality,
-            "post_quality": post_quality,
-            "ante_cost": ante_cost,
-            "post_cost": post_cost,
-            "true_quality": true_quality,
-            "true_cost": true_cost,
-            "ante_var": ante_var,
-            "post_var": post_var,
-        },
-    )
+    arrays = _tables(names, tables)
     cols = {
         column(field, m): pa.array(arr[:, j])
         for field, arr in arrays.items()
@@ -240,38 +205,20 @@ def write_partitions(
     path: str | Path,
     models: Sequence[str],
     *,
-    ante_quality: ArrayLike,
-    post_quality: ArrayLike,
-    ante_cost: ArrayLike,
-    post_cost: ArrayLike,
-    true_quality: ArrayLike,
-    true_cost: ArrayLike,
-    ante_var: ArrayLike | None = None,
-    post_var: ArrayLike | None = None,
     rows_per_partition: int = 1_000_000,
     compression: str = "none",
+    **tables: Unpack[LoggedTables],
 ) -> list[Path]:
     """Write in-memory ``(n, k)`` tables as Parquet partitions under the directory ``path``.
 
-    Row ``i`` of every table is logged query ``i``; column ``j`` is ``models[j]``. The
+    The tables are given by keyword (:class:`LoggedTables`, e.g. ``ante_quality=...``); row
+    ``i`` of every table is logged query ``i``, column ``j`` is ``models[j]``. The
     directory is created; it must not hold ``.parquet`` files already. Returns the files in
     order. See the module docstring for the schema.
     """
     rows = check_int(rows_per_partition, "rows_per_partition", 1)
     names = tuple(models)
-    arrays = _tables(
-        names,
-        {
-            "ante_quality": ante_quality,
-            "post_quality": post_quality,
-            "ante_cost": ante_cost,
-            "post_cost": post_cost,
-            "true_quality": true_quality,
-            "true_cost": true_cost,
-            "ante_var": ante_var,
-            "post_var": post_var,
-        },
-    )
+    arrays = _tables(names, tables)
     n = arrays["true_cost"].shape[0]
     if n == 0:
         raise ValueError("the tables hold no rows; pass at least one logged query")
@@ -544,98 +491,7 @@ class DaskReplayer:
         return total
 
 
-class ExactTableReplayer:
-    """The in-memory :class:`~cascade_routing.strategies.replay.TableReplayer` with exact
-    means (:class:`ReplaySums`): what the in-memory fit computes once its means are exactly
-    rounded. The reference the distributed fit is tested against."""
-
-    engine = "compiled-exact"
-
-    def __init__(self, inner: TableReplayer) -> None:
-        self.inner = inner
-
-    def post_hoc_range(self) -> tuple[float, float]:
-        return self.inner.post_hoc_range()
-
-    def replay(self, lambdas: NDArray[np.float64], prefer_expensive: bool) -> ReplaySums:
-        res = self.inner.replay(lambdas, prefer_expensive)
-        return ReplaySums(res.cost.size, exact_sum(res.cost), exact_sum(res.quality))
-
-
 # ---------------------------------------------------------------------------- fitting
-
-
-def fit_with_replayer(
-    strategy: Strategy,
-    rep: Any,
-    *,
-    budget: Any,
-    n_queries: int,
-    lambdas: str = "constant",
-    n_iter: int | None = None,
-    n_trials: int = 200,
-    progress: Callable[[int, int], None] | None = None,
-    started: float | None = None,
-    extra_info: dict[str, Any] | None = None,
-) -> None:
-    """The body of :func:`cascade_routing.strategies.fitting.fit` after its replayer is made:
-    the same bound doubling, bisection, per-step search and γ, with ``rep``'s replays.
-
-    ``strategy.order_`` and ``strategy.seed`` must already be set.
-    """
-    t0 = time.perf_counter() if started is None else started
-    s = strategy
-    budget = check_number(budget, "budget", 0.0)
-    check_choice(lambdas, "lambdas", ("constant", "per_step"))
-    iters = s.default_iterations if n_iter is None else check_int(n_iter, "n_iter", 0)
-    trials = check_int(n_trials, "n_trials", 0)
-    if progress is not None and not callable(progress):
-        raise TypeError("progress must be a callable progress(done, total) or None")
-    total = iters + 45 + (trials if lambdas == "per_step" else 0)
-    counter = {"replays": 0}
-
-    def evaluate(lam: NDArray[np.float64], expensive: bool) -> Any:
-        res = rep.replay(lam, expensive)
-        counter["replays"] += 1
-        if progress is not None:
-            progress(min(counter["replays"], total), total)
-        return res
-
-    best = s.fit_scale(evaluate, np.ones(1), budget, iters, rep)
-    if lambdas == "per_step" and s.n_steps() > 1 and best.status == fitting.FIT_OK:
-        shape = fitting.search_per_step(
-            evaluate, best.lambdas, budget, trials, s.seed, s.n_steps()
-        )
-        if shape is not None:
-            alt = s.fit_scale(evaluate, shape, budget, iters, rep)
-            alt_quality = fitting.mixture(alt.gamma, alt.cheap, alt.expensive)[1]
-            best_quality = fitting.mixture(best.gamma, best.cheap, best.expensive)[1]
-            if alt_quality > best_quality + 1e-12:
-                best = alt
-    s.lambdas_ = best.lambdas
-    s.lambdas_expensive_ = best.lambdas_expensive
-    s.gamma_ = best.gamma
-    exp_cost, exp_quality = fitting.mixture(best.gamma, best.cheap, best.expensive)
-    s.fit_info_ = {
-        "budget": budget,
-        "status": best.status,
-        "expected_cost": exp_cost,
-        "expected_quality": exp_quality,
-        "cost_cheap": best.cheap.mean_cost,
-        "cost_expensive": best.expensive.mean_cost,
-        "lambdas": "per_step" if best.lambdas.size > 1 else "constant",
-        "replays": counter["replays"],
-        "replay_engine": rep.engine,
-        "seconds": time.perf_counter() - t0,
-        "n_queries": n_queries,
-        **(extra_info or {}),
-    }
-    log.info("%s fitted: %s", type(s).__name__, s.fit_info_)
-
-
-def cost_order(column_means: Sequence[float]) -> NDArray[np.int64]:
-    """Models by ascending mean training cost (ties: the given order), as ``fit`` orders them."""
-    return np.argsort(np.asarray(column_means, dtype=np.float64), kind="stable").astype(np.int64)
 
 
 def _check_client(client: Any) -> None:
@@ -648,33 +504,33 @@ def _check_client(client: Any) -> None:
 
 def fit_distributed(
     strategy: Strategy,
-    parquet_path: str | Path | Sequence[str | Path],
     client: Any,
+    parquet_path: str | Path | Sequence[str | Path],
     *,
     budget: float,
-    lambdas: str = "constant",
-    n_iter: int | None = None,
-    n_trials: int = 200,
     seed: int | None = None,
     n_threads: int = 1,
-    progress: Callable[[int, int], None] | None = None,
+    **options: Unpack[ReplayFitOptions],
 ) -> Strategy:
-    """Fit ``strategy`` in place on logged data in Parquet partitions, on a Dask cluster.
+    """:meth:`Strategy.fit_distributed
+    <cascade_routing.strategies.base.Strategy.fit_distributed>`: fit ``strategy`` in place
+    on logged data in Parquet partitions, on a Dask cluster; returns the strategy.
 
-    Parameters as :meth:`Strategy.fit <cascade_routing.strategies.base.Strategy.fit>`;
-    ``parquet_path`` is a directory of partitions written by :func:`write_partitions` (or one
-    file, or a list of files), readable by every worker; ``client`` a
-    ``dask.distributed.Client``. The strategy's estimators are not used: the estimates come
-    from the partitions. ``n_threads`` is the compiled replay's threads per task.
+    ``client`` is a ``dask.distributed.Client``; ``parquet_path`` a directory of partitions
+    written by :func:`write_partitions` (or one file, or a list of files), readable by every
+    worker. The strategy's estimators are not used: the estimates come from the partitions.
+    ``n_threads`` is the compiled replay's threads per task; the other parameters are
+    :meth:`Strategy.fit <cascade_routing.strategies.base.Strategy.fit>`'s.
 
-    Sets ``lambdas_``, ``lambdas_expensive_``, ``gamma_`` and ``fit_info_`` as the in-memory
-    fit does, with exactly rounded mean costs (see the module docstring), so the result does
-    not depend on the partitioning. Returns the strategy.
+    Sets ``lambdas_``, ``lambdas_expensive_``, ``gamma_`` and ``fit_info_`` (plus
+    ``fit_info_["partitions"]``) as the in-memory fit does on the same data: exact sums make
+    the means independent of the partitioning (see the module docstring).
     """
     started = time.perf_counter()
     _check_client(client)
     s = strategy
     budget = check_number(budget, "budget", 0.0)
+    check_options(s, options)
     threads = check_int(n_threads, "n_threads", 0)
     models = tuple(s.models)
     info = inspect_partitions(partition_files(parquet_path), models)
@@ -691,63 +547,9 @@ def fit_distributed(
         s.order_ = cost_order([exact_mean_of(t, n) for t in sums])
     post_range = (min(st[2] for st in stats), max(st[3] for st in stats))
     rep = DaskReplayer(s, client, info, post_range, threads)
+    extra = {"partitions": len(info.files)}
     fit_with_replayer(
-        s,
-        rep,
-        budget=budget,
-        n_queries=n,
-        lambdas=lambdas,
-        n_iter=n_iter,
-        n_trials=n_trials,
-        progress=progress,
-        started=started,
-        extra_info={"partitions": len(info.files)},
-    )
-    return s
-
-
-def fit_exact_in_memory(
-    strategy: Strategy,
-    rows: ArrayLike,
-    quality: ArrayLike,
-    cost: ArrayLike,
-    *,
-    budget: float,
-    lambdas: str = "constant",
-    n_iter: int | None = None,
-    n_trials: int = 200,
-    seed: int | None = None,
-    n_threads: int = 1,
-) -> Strategy:
-    """The in-memory fit of a table-backed strategy with exactly rounded means: the result
-    :func:`fit_distributed` reproduces on the same data. ``rows`` index the estimators'
-    tables; ``quality`` and ``cost`` are the true ``(n, k)`` tables of those rows."""
-    from .strategies.replay import make_replayer
-
-    started = time.perf_counter()
-    s = strategy
-    idx = np.asarray(rows)
-    full = [[0] * len(s.models)] * len(idx)  # table estimators ignore the answers
-    q, c = s._validate_logged(idx, full, quality, cost)
-    if seed is not None:
-        s.seed = check_seed(seed)
-    if isinstance(s.order, str) and s.order == "cost":
-        s.order_ = cost_order([exact_mean(c[:, j]) for j in range(c.shape[1])])
-    inner = make_replayer(s, idx, [], q, c, check_int(n_threads, "n_threads", 0))
-    if not isinstance(inner, TableReplayer):
-        raise TypeError(
-            "fit_exact_in_memory needs table estimators (TwoPhaseQuality and "
-            "TwoPhaseCost or ConstantCost) and integer rows"
-        )
-    fit_with_replayer(
-        s,
-        ExactTableReplayer(inner),
-        budget=budget,
-        n_queries=int(idx.shape[0]),
-        lambdas=lambdas,
-        n_iter=n_iter,
-        n_trials=n_trials,
-        started=started,
+        s, rep, budget=budget, n_queries=n, started=started, extra_info=extra, **options
     )
     return s
 
@@ -756,14 +558,10 @@ __all__ = [
     "FIELDS",
     "VAR_FIELDS",
     "DaskReplayer",
-    "ExactTableReplayer",
+    "LoggedTables",
     "ReplaySums",
     "column",
-    "exact_mean",
-    "exact_sum",
     "fit_distributed",
-    "fit_exact_in_memory",
-    "fit_with_replayer",
     "inspect_partitions",
     "partition_files",
     "read_partition",

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Union
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from .. import _backend
+from .. import _backend, distributed
 from .._reference import select_best
 from ..engine import DEFAULT_MAX_WORK, check_work, search_options, standard_normals
 from ..estimators import QualityEstimate, as_cost_estimate, as_quality_estimate
@@ -46,6 +46,8 @@ from ..validation import (
 from . import fitting, loop, persistence, replay
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from .loop import RunResult
     from .replay import Replayer, ReplayResult
 
@@ -659,6 +661,30 @@ class Strategy:
             progress=progress,
         )
         return self
+
+    def fit_distributed(
+        self,
+        client: Any,
+        parquet_path: str | Path | Sequence[str | Path],
+        *,
+        budget: float,
+        **options: Unpack[fitting.FitOptions],
+    ) -> Strategy:
+        """:meth:`fit` on a Dask cluster, from logged data in Parquet partitions.
+
+        ``client`` is a ``dask.distributed.Client``; ``parquet_path`` a directory of
+        partitions (or one file, or a list of files) that every worker can read, written by
+        :func:`cascade_routing.distributed.write_partitions` or in its schema: per model, the
+        two-phase estimates and the logged quality and cost. Each replay is a map over the
+        partitions (one partition in a worker's memory per task) and a reduce of exact sums,
+        so the result is the in-memory fit's on the same data: the same λ, γ and expected
+        cost. The strategy's estimators are not used.
+
+        The keyword options are :meth:`fit`'s: ``lambdas``, ``n_iter``, ``n_trials``,
+        ``seed``, ``n_threads`` (threads of the compiled replay per task) and ``progress``.
+        See docs/algorithm.md §9.
+        """
+        return distributed.fit_distributed(self, client, parquet_path, budget=budget, **options)
 
     # ------------------------------------------------------------------ persistence
 

@@ -7,7 +7,15 @@
   additive on a finite range.
 - :func:`search_per_step`: a black-box search for per-step multipliers around the constant
   solution (optuna's TPE if installed, else a seeded random search).
-- :func:`fit`: the whole fit of one strategy.
+- :func:`fit_with_replayer`: the whole fit of one strategy by the replays of a
+  :class:`~.replay.Replayer`; :func:`fit` calls it with an in-memory replayer,
+  :func:`cascade_routing.distributed.fit_distributed` with one over Parquet partitions on a
+  Dask cluster, so both fits are this one function.
+- :func:`fit`: the in-memory fit of :meth:`Strategy.fit`.
+
+Every mean the fit reads (a replay's mean cost and quality, the models' mean cost for
+``order="cost"``) is correctly rounded (:mod:`cascade_routing._exact`), so it does not depend
+on the order or the partitioning of the sum.
 """
 
 from __future__ import annotations
@@ -15,15 +23,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from .._exact import exact_column_means
 from ..validation import check_choice, check_int, check_number, check_seed
-from .replay import ReplayResult, make_replayer
+from .replay import Replayer, ReplayMeans, make_replayer
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from .base import Queries, Strategy
 
 log = logging.getLogger("cascade_routing.strategies")
@@ -34,7 +45,50 @@ FIT_BELOW_CHEAPEST = "budget_below_cheapest"
 FIT_ABOVE_DEAREST = "budget_above_dearest"
 
 #: ``evaluate(lambdas, prefer_expensive)``: one replay of the training queries.
-Evaluate = Callable[[NDArray[np.float64], bool], ReplayResult]
+Evaluate = Callable[[NDArray[np.float64], bool], ReplayMeans]
+
+
+class ReplayFitOptions(TypedDict, total=False):
+    """Options of the fit by replays, as the parameters of :meth:`Strategy.fit` of the same
+    names: ``lambdas``, ``n_iter``, ``n_trials`` and ``progress``."""
+
+    lambdas: str
+    n_iter: int | None
+    n_trials: int
+    progress: Callable[[int, int], None] | None
+
+
+class FitOptions(ReplayFitOptions, total=False):
+    """:class:`ReplayFitOptions` plus ``seed`` and ``n_threads`` (see :meth:`Strategy.fit`)."""
+
+    seed: int | None
+    n_threads: int
+
+
+class _Checked(NamedTuple):
+    lambdas: str
+    iters: int
+    trials: int
+    progress: Callable[[int, int], None] | None
+
+
+def check_options(strategy: Strategy, options: ReplayFitOptions) -> _Checked:
+    """The validated :class:`ReplayFitOptions` with their defaults (``iters`` from
+    ``n_iter``, ``trials`` from ``n_trials``); TypeError naming an unknown keyword."""
+    unknown = sorted(set(options) - ReplayFitOptions.__optional_keys__)
+    if unknown:
+        raise TypeError(
+            f"unexpected keyword argument(s) {unknown}; the fit's options are "
+            f"{sorted(FitOptions.__optional_keys__)} and budget"
+        )
+    lambdas = check_choice(options.get("lambdas", "constant"), "lambdas", ("constant", "per_step"))
+    n_iter = options.get("n_iter")
+    iters = strategy.default_iterations if n_iter is None else check_int(n_iter, "n_iter", 0)
+    trials = check_int(options.get("n_trials", 200), "n_trials", 0)
+    progress = options.get("progress")
+    if progress is not None and not callable(progress):
+        raise TypeError("progress must be a callable progress(done, total) or None")
+    return _Checked(lambdas, iters, trials, progress)
 
 
 class ScaleFit(NamedTuple):
@@ -44,8 +98,8 @@ class ScaleFit(NamedTuple):
     lambdas_expensive: NDArray[np.float64]
     gamma: float
     status: str
-    cheap: ReplayResult
-    expensive: ReplayResult
+    cheap: ReplayMeans
+    expensive: ReplayMeans
 
 
 def with_tolerance(budget: float) -> float:
@@ -54,7 +108,7 @@ def with_tolerance(budget: float) -> float:
     return budget + 1e-12 * max(abs(budget), 1e-300)
 
 
-def mixture(gamma: float, cheap: ReplayResult, exp: ReplayResult) -> tuple[float, float]:
+def mixture(gamma: float, cheap: ReplayMeans, exp: ReplayMeans) -> tuple[float, float]:
     """Mean cost and quality of the γ-mixture of two policies."""
     return (
         (1 - gamma) * cheap.mean_cost + gamma * exp.mean_cost,
@@ -62,7 +116,7 @@ def mixture(gamma: float, cheap: ReplayResult, exp: ReplayResult) -> tuple[float
     )
 
 
-def _gamma(budget: float, cheap: ReplayResult, exp: ReplayResult) -> float:
+def _gamma(budget: float, cheap: ReplayMeans, exp: ReplayMeans) -> float:
     c_a, c_b = cheap.mean_cost, exp.mean_cost
     return 0.0 if c_b <= c_a else float(np.clip((budget - c_a) / (c_b - c_a), 0.0, 1.0))
 
@@ -189,6 +243,12 @@ def search_per_step(
     return np.exp(best_logs)
 
 
+def cost_order(column_means: Sequence[float]) -> NDArray[np.int64]:
+    """Models by ascending mean training cost (ties: the given order), as ``order="cost"``
+    sets them (docs/algorithm.md §1); the means are :func:`exact_column_means`."""
+    return np.argsort(np.asarray(column_means, dtype=np.float64), kind="stable").astype(np.int64)
+
+
 def fit(
     strategy: Strategy,
     queries: Queries,
@@ -204,37 +264,62 @@ def fit(
     n_threads: int = 1,
     progress: Callable[[int, int], None] | None = None,
 ) -> None:
-    """Fit ``strategy`` in place (see :meth:`Strategy.fit`)."""
+    """Fit ``strategy`` in place on logged data in memory (see :meth:`Strategy.fit`)."""
     started = time.perf_counter()
     s = strategy
     q, c = s._validate_logged(queries, answers, quality, cost)
     budget = check_number(budget, "budget", 0.0)
-    check_choice(lambdas, "lambdas", ("constant", "per_step"))
-    iters = s.default_iterations if n_iter is None else check_int(n_iter, "n_iter", 0)
-    trials = check_int(n_trials, "n_trials", 0)
+    options = ReplayFitOptions(
+        lambdas=lambdas, n_iter=n_iter, n_trials=n_trials, progress=progress
+    )
+    check_options(s, options)
     threads = check_int(n_threads, "n_threads", 0)
-    if progress is not None and not callable(progress):
-        raise TypeError("progress must be a callable progress(done, total) or None")
     if seed is not None:
         s.seed = check_seed(seed)
     if isinstance(s.order, str) and s.order == "cost":
-        s.order_ = np.argsort(c.mean(axis=0), kind="stable").astype(np.int64)
+        s.order_ = cost_order(exact_column_means(c))
     rep = make_replayer(s, queries, answers, q, c, threads)
+    fit_with_replayer(s, rep, budget=budget, n_queries=len(queries), started=started, **options)
+
+
+def fit_with_replayer(
+    strategy: Strategy,
+    replayer: Replayer,
+    *,
+    budget: Any,
+    n_queries: int,
+    started: float | None = None,
+    extra_info: dict[str, Any] | None = None,
+    **options: Unpack[ReplayFitOptions],
+) -> None:
+    """The fit of ``strategy`` by replays of ``replayer`` (docs/algorithm.md §9): bound
+    doubling, bisection, the optional per-step search and γ. :func:`fit` calls it with an
+    in-memory replayer, :func:`cascade_routing.distributed.fit_distributed` with one whose
+    replays are a map over Parquet partitions; the fit reads only the replays' mean cost and
+    mean quality.
+
+    ``strategy.order_`` and ``strategy.seed`` must already be set; ``n_queries`` is recorded
+    in ``fit_info_``, with ``extra_info`` merged in; ``options`` are :class:`ReplayFitOptions`.
+    """
+    t0 = time.perf_counter() if started is None else started
+    s = strategy
+    lambdas, iters, trials, progress = check_options(s, options)
+    budget = check_number(budget, "budget", 0.0)
     total = iters + 45 + (trials if lambdas == "per_step" else 0)
     counter = {"replays": 0}
 
-    def evaluate(lam: NDArray[np.float64], expensive: bool) -> ReplayResult:
-        res = rep.replay(lam, expensive)
+    def evaluate(lam: NDArray[np.float64], expensive: bool) -> ReplayMeans:
+        res = replayer.replay(lam, expensive)
         counter["replays"] += 1
         if progress is not None:
             progress(min(counter["replays"], total), total)
         return res
 
-    best = s.fit_scale(evaluate, np.ones(1), budget, iters, rep)
+    best = s.fit_scale(evaluate, np.ones(1), budget, iters, replayer)
     if lambdas == "per_step" and s.n_steps() > 1 and best.status == FIT_OK:
         shape = search_per_step(evaluate, best.lambdas, budget, trials, s.seed, s.n_steps())
         if shape is not None:
-            alt = s.fit_scale(evaluate, shape, budget, iters, rep)
+            alt = s.fit_scale(evaluate, shape, budget, iters, replayer)
             alt_quality = mixture(alt.gamma, alt.cheap, alt.expensive)[1]
             if alt_quality > mixture(best.gamma, best.cheap, best.expensive)[1] + 1e-12:
                 best = alt
@@ -251,9 +336,10 @@ def fit(
         "cost_expensive": best.expensive.mean_cost,
         "lambdas": "per_step" if best.lambdas.size > 1 else "constant",
         "replays": counter["replays"],
-        "replay_engine": rep.engine,
-        "seconds": time.perf_counter() - started,
-        "n_queries": len(queries),
+        "replay_engine": replayer.engine,
+        "seconds": time.perf_counter() - t0,
+        "n_queries": n_queries,
+        **(extra_info or {}),
     }
     if best.status != FIT_OK:
         # Reported in fit_info_; a debug line only (fits at many budgets hit this often).
@@ -272,8 +358,12 @@ __all__ = [
     "FIT_ABOVE_DEAREST",
     "FIT_BELOW_CHEAPEST",
     "FIT_OK",
+    "FitOptions",
+    "ReplayFitOptions",
     "ScaleFit",
+    "cost_order",
     "fit",
+    "fit_with_replayer",
     "fit_multiplier_scale",
     "fit_threshold_offset",
     "mixture",

@@ -21,6 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .. import _backend
+from .._exact import exact_mean
 from ..engine import standard_normals
 from ..estimators import ConstantCost, QualityEstimate, TwoPhaseCost, TwoPhaseQuality
 from ..validation import check_rows
@@ -41,11 +42,24 @@ class ReplayResult:
 
     @property
     def mean_cost(self) -> float:
-        return float(self.cost.mean()) if self.cost.size else 0.0
+        """The correctly rounded mean cost (docs/algorithm.md §9; 0 if there are no queries)."""
+        return exact_mean(self.cost)
 
     @property
     def mean_quality(self) -> float:
-        return float(self.quality.mean()) if self.quality.size else 0.0
+        """The correctly rounded mean quality (0 if there are no queries)."""
+        return exact_mean(self.quality)
+
+
+class ReplayMeans(Protocol):
+    """What fitting reads of a replay: a :class:`ReplayResult`, or the exact sums a replay on
+    a Dask cluster returns (:class:`cascade_routing.distributed.ReplaySums`)."""
+
+    @property
+    def mean_cost(self) -> float: ...
+
+    @property
+    def mean_quality(self) -> float: ...
 
 
 class Replayer(Protocol):
@@ -54,7 +68,7 @@ class Replayer(Protocol):
     #: Name reported in ``fit_info_["replay_engine"]``.
     engine: str
 
-    def replay(self, lambdas: NDArray[np.float64], prefer_expensive: bool) -> ReplayResult:
+    def replay(self, lambdas: NDArray[np.float64], prefer_expensive: bool) -> ReplayMeans:
         """The outcome with multipliers ``lambdas`` (one per step; the last is reused)."""
         ...
 
@@ -423,6 +437,7 @@ def replay_strategy(
 __all__ = [
     "EstimatorReplayer",
     "ReplayResult",
+    "ReplayMeans",
     "Replayer",
     "TableReplayer",
     "expand_lambdas",
