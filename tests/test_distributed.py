@@ -153,24 +153,32 @@ def test_dask_fit_equals_the_in_memory_fit(cls, bench, bench_parts, client) -> N
         assert ours.fit_info_["expected_cost"] == pytest.approx(budget, rel=1e-9)
 
 
-def test_without_variances_with_constant_cost_and_any_partitioning(client, tmp_path) -> None:
-    rng = np.random.default_rng(11)
-    n, k = 900, 4
-    models = [f"m{j}" for j in range(k)]
+def synthetic_log(n, k, seed):
+    """Seeded logged tables (no variances; the cost estimates are the true costs)."""
+    rng = np.random.default_rng(seed)
     truth = rng.random((n, k))
     ante = np.clip(truth + rng.normal(0, 0.2, (n, k)), 0, 1)
     post = np.clip(truth + rng.normal(0, 0.05, (n, k)), 0, 1)
     cost = rng.gamma(2.0, 1.0 + np.arange(k), (n, k))
-    ce = ConstantCost.from_training(cost)
-    tiled = np.tile(ce.costs, (n, 1))
-    tables = dict(
+    models = [f"m{j}" for j in range(k)]
+    return models, dict(
         ante_quality=ante,
         post_quality=post,
-        ante_cost=tiled,
-        post_cost=tiled,
+        ante_cost=cost,
+        post_cost=cost,
         true_quality=truth,
         true_cost=cost,
     )
+
+
+def test_without_variances_with_constant_cost_and_any_partitioning(client, tmp_path) -> None:
+    n, k = 900, 4
+    models, tables = synthetic_log(n, k, 11)
+    ante, post, truth, cost = (
+        tables[f] for f in ("ante_quality", "post_quality", "true_quality", "true_cost")
+    )
+    ce = ConstantCost.from_training(cost)
+    tables["ante_cost"] = tables["post_cost"] = np.tile(ce.costs, (n, 1))
     budget = float(np.sort(cost.mean(axis=0))[1])
     results = []
     for size in (n, 257):
@@ -213,28 +221,6 @@ def test_per_step_and_given_order(bench, bench_parts, client) -> None:
 # ------------------------------------------------------------------ memory per worker
 
 
-def write_synthetic(path, rows, per_part, k=5):
-    """Seeded synthetic partitions of ``per_part`` rows, written one at a time."""
-    models = [f"m{j}" for j in range(k)]
-    path.mkdir()
-    for part, start in enumerate(range(0, rows, per_part)):
-        n = min(per_part, rows - start)
-        rng = np.random.default_rng(part)
-        truth = rng.random((n, k))
-        cost = rng.gamma(2.0, 1.0 + np.arange(k), (n, k))
-        D.write_partition(
-            path / f"part-{part:05d}.parquet",
-            models,
-            ante_quality=np.clip(truth + rng.normal(0, 0.2, (n, k)), 0, 1),
-            post_quality=np.clip(truth + rng.normal(0, 0.05, (n, k)), 0, 1),
-            ante_cost=cost,
-            post_cost=cost,
-            true_quality=truth,
-            true_cost=cost,
-        )
-    return models
-
-
 def test_worker_memory_is_bounded_by_the_partition_not_the_log(client, tmp_path) -> None:
     """Peak memory the workers allocate during a fit (traced by ``tracemalloc``, which sees
     NumPy's buffers), for logs of 2 and 8 partitions of the same size, and for the larger log
@@ -243,11 +229,13 @@ def test_worker_memory_is_bounded_by_the_partition_not_the_log(client, tmp_path)
 
     rows, k = 10_000, 5
     part_bytes = rows * k * len(D.FIELDS) * 8
+    models, log = synthetic_log(8 * rows, k, 7)
+    # The same log in 8 partitions and in 2 partitions 4x as large; its first quarter.
     logs = {"small": (2 * rows, rows), "large": (8 * rows, rows), "coarse": (8 * rows, 4 * rows)}
-    dummy = np.zeros((1, k))
-    models = []
     for name, (n, per) in logs.items():
-        models = write_synthetic(tmp_path / name, n, per, k)
+        tables = {field: t[:n] for field, t in log.items()}
+        D.write_partitions(tmp_path / name, models, rows_per_partition=per, **tables)
+    dummy = np.zeros((1, k))
 
     def fit(name):
         s = CascadeRouter(TwoPhaseQuality(dummy, dummy), TwoPhaseCost(dummy, dummy), models)
