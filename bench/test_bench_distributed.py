@@ -9,7 +9,8 @@ partition, default 50,000) for the real measurement:
         pytest bench/test_bench_distributed.py --benchmark-only -s
 
 Worker memory is bounded by the partition size, not by the log: the test prints each worker's
-peak resident set size (``ru_maxrss``) after the fit.
+peak resident set size (``ru_maxrss``) after the fit, its resident size before the fit, and
+the size of one partition's tables. (tests/test_distributed.py checks the bound itself.)
 """
 
 from __future__ import annotations
@@ -53,6 +54,12 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _rss_mib() -> float:
+    import psutil  # a dependency of dask.distributed
+
+    return float(psutil.Process().memory_info().rss) / 2**20
+
+
 def test_dask_fit_from_parquet(benchmark, tmp_path) -> None:
     write_synthetic(tmp_path, ROWS, PARTITION)
     dummy = np.zeros((1, K))
@@ -62,6 +69,7 @@ def test_dask_fit_from_parquet(benchmark, tmp_path) -> None:
         ) as cluster,
         distributed.Client(cluster) as client,
     ):
+        idle = client.run(_rss_mib)
 
         def fit() -> CascadeRouter:
             s = CascadeRouter(TwoPhaseQuality(dummy, dummy), TwoPhaseCost(dummy, dummy), MODELS)
@@ -75,5 +83,7 @@ def test_dask_fit_from_parquet(benchmark, tmp_path) -> None:
     print(
         f"\nDask fit {ROWS} x {K}: {s.fit_info_['seconds']:.1f} s, "
         f"{s.fit_info_['replays']} replays, {s.fit_info_['partitions']} partitions; "
-        f"peak RSS per worker (MiB): {sorted(round(v) for v in peaks.values())}"
+        f"peak RSS per worker (MiB): {sorted(round(v) for v in peaks.values())} "
+        f"(idle before the fit: {sorted(round(v) for v in idle.values())}); one partition's "
+        f"tables: {min(PARTITION, ROWS) * K * len(D.FIELDS) * 8 / 2**20:.0f} MiB"
     )
