@@ -10,8 +10,10 @@ Where each part lives:
 - :mod:`.concrete`: :class:`Router`, :class:`Cascade`, :class:`CascadeRouter`,
   :class:`ThresholdCascade`;
 - :mod:`.replay`: the :class:`Replayer` protocol, :class:`TableReplayer`,
-  :class:`EstimatorReplayer` and :class:`ReplayResult`;
-- :mod:`.fitting`: λ bisection, γ mixing and the per-step search;
+  :class:`EstimatorReplayer`, :class:`ReplayResult` and :class:`ReplayMeans` (what fitting
+  reads of a replay);
+- :mod:`.fitting`: λ bisection, γ mixing and the per-step search, one function for every
+  replayer (in memory, or on a Dask cluster through :meth:`Strategy.fit_distributed`);
 - :mod:`.loop`: ``run`` / ``arun``, :class:`Step`, :class:`RunResult` and their errors;
 - :mod:`.persistence`: ``to_dict``, ``save`` and :func:`load_policy`.
 """
@@ -29,7 +31,7 @@ from .persistence import (
     STRATEGIES,
     load_policy,
 )
-from .replay import EstimatorReplayer, Replayer, ReplayResult, TableReplayer
+from .replay import EstimatorReplayer, Replayer, ReplayMeans, ReplayResult, TableReplayer
 
 __all__ = [
     "FIT_ABOVE_DEAREST",
@@ -46,6 +48,7 @@ __all__ = [
     "EstimatorReplayer",
     "Plan",
     "Queries",
+    "ReplayMeans",
     "ReplayResult",
     "Replayer",
     "Router",
