@@ -8,6 +8,9 @@ partition, default 50,000) for the real measurement:
     CR_BENCH_DASK_ROWS=20000000 CR_BENCH_DASK_PARTITION=1000000 \\
         pytest bench/test_bench_distributed.py --benchmark-only -s
 
+``CR_BENCH_DASK_CACHE_MIB`` (default 0) is the ``cache_bytes`` of each worker, in MiB: with
+room for a worker's share of the log, every partition is read once in the whole fit.
+
 Worker memory is bounded by the partition size, not by the log: the test prints each worker's
 peak resident set size (``ru_maxrss``) after the fit, its resident size before the fit, and
 the size of one partition's tables. (tests/test_distributed.py checks the bound itself.)
@@ -28,6 +31,8 @@ from cascade_routing.strategies import CascadeRouter
 K = 5
 ROWS = int(os.environ.get("CR_BENCH_DASK_ROWS", "200000"))
 PARTITION = int(os.environ.get("CR_BENCH_DASK_PARTITION", "50000"))
+#: MiB each worker may keep of the partitions it has read (``cache_bytes``); default none.
+CACHE_MIB = int(os.environ.get("CR_BENCH_DASK_CACHE_MIB", "0"))
 MODELS = [f"m{j}" for j in range(K)]
 
 
@@ -73,7 +78,7 @@ def test_dask_fit_from_parquet(benchmark, tmp_path) -> None:
 
         def fit() -> CascadeRouter:
             s = CascadeRouter(TwoPhaseQuality(dummy, dummy), TwoPhaseCost(dummy, dummy), MODELS)
-            return s.fit_distributed(client, tmp_path, budget=3.0)
+            return s.fit_distributed(client, tmp_path, budget=3.0, cache_bytes=CACHE_MIB << 20)
 
         s = benchmark.pedantic(fit, rounds=1, iterations=1)
         peaks = client.run(_peak_rss_mib)
@@ -81,7 +86,8 @@ def test_dask_fit_from_parquet(benchmark, tmp_path) -> None:
     assert s.fit_info_["n_queries"] == ROWS
     assert abs(s.fit_info_["expected_cost"] - 3.0) < 1e-9
     print(
-        f"\nDask fit {ROWS} x {K}: {s.fit_info_['seconds']:.1f} s, "
+        f"\nDask fit {ROWS} x {K}, cache {CACHE_MIB} MiB per worker: "
+        f"{s.fit_info_['seconds']:.1f} s, "
         f"{s.fit_info_['replays']} replays, {s.fit_info_['partitions']} partitions; "
         f"peak RSS per worker (MiB): {sorted(round(v) for v in peaks.values())} "
         f"(idle before the fit: {sorted(round(v) for v in idle.values())}); one partition's "

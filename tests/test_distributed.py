@@ -218,6 +218,46 @@ def test_per_step_and_given_order(bench, bench_parts, client) -> None:
     assert ours.order_.tolist() == [models.index(m) for m in order]
 
 
+@pytest.mark.parametrize("parts_kept", [None, 2, 0])
+def test_worker_cache_within_its_budget_same_fit(bench, bench_parts, client, parts_kept) -> None:
+    """``cache_bytes``: all partitions kept (None), at most two per worker, or none; the fit is
+    the same, and the cache is released when it ends."""
+    models, q, c = bench["models"], bench["quality"], bench["cost"]
+    n_parts = math.ceil(q.shape[0] / 701)
+    part_bytes = 701 * len(models) * (len(D.FIELDS) + len(D.VAR_FIELDS)) * 8
+    budget = budgets(c)[0]
+    ref = CascadeRouter(bench["qe"], bench["ce"], models).fit(
+        np.arange(q.shape[0]), [[0] * len(models)] * q.shape[0], q, c, budget=budget
+    )
+    seen = []
+
+    def progress(done, total):
+        seen.append(client.run(D.cache_info))
+
+    cache_bytes = 10**9 if parts_kept is None else parts_kept * part_bytes
+    ours = CascadeRouter(bench["qe"], bench["ce"], models).fit_distributed(
+        client, bench_parts, budget=budget, cache_bytes=cache_bytes, progress=progress
+    )
+    assert fitted_state(ours) == fitted_state(ref)
+    last = seen[-1].values()
+    if parts_kept == 0:
+        assert all(info == (0, 0, 0, 0) for state in seen for info in state.values())
+    else:
+        # Each replay asks each partition of the cache once; every worker within its budget.
+        assert sum(info[2] + info[3] for info in last) == n_parts * len(seen)
+        assert all(info[1] <= cache_bytes for info in last)
+        assert sum(info[2] for info in last) > 0
+    if parts_kept is None:
+        # Every partition kept by the worker it was sent to: read once in the whole fit.
+        assert sum(info[0] for info in last) == n_parts
+        assert sum(info[3] for info in last) == n_parts
+    elif parts_kept:
+        assert all(info[0] <= parts_kept for info in last)
+    assert all(info == (0, 0, 0, 0) for info in client.run(D.cache_info).values())
+    with pytest.raises(ValueError, match="cache_bytes"):
+        ours.fit_distributed(client, bench_parts, budget=budget, cache_bytes=-1)
+
+
 # ------------------------------------------------------------------ memory per worker
 
 

@@ -47,14 +47,19 @@ Memory
 ------
 Workers read one partition per task; with one thread per worker, a worker holds one
 partition's tables (about three copies of ``rows × models × 8 columns × 8`` bytes at the
-peak) plus the replay's outputs. Choose ``rows_per_partition`` accordingly.
+peak) plus the replay's outputs. Choose ``rows_per_partition`` accordingly. With
+``cache_bytes`` a worker also keeps the tables of the partitions it has read, up to that
+many bytes, for the fit's later replays, which then skip reading them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import threading
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +72,13 @@ from . import _backend
 from ._exact import exact_mean_of, exact_sum
 from .engine import standard_normals
 from .options import ReplayKind, SearchOptions
-from .strategies.fitting import ReplayFitOptions, check_options, cost_order, fit_with_replayer
+from .strategies.fitting import (
+    FitOptions,
+    ReplayFitOptions,
+    check_options,
+    cost_order,
+    fit_with_replayer,
+)
 from .validation import check_int, check_number, check_seed, float_array
 
 if TYPE_CHECKING:
@@ -124,6 +135,14 @@ class ReplaySums:
 def column(field: str, model: str) -> str:
     """The Parquet column of ``field`` for ``model``."""
     return f"{field}/{model}"
+
+
+class DistributedFitOptions(FitOptions, total=False):
+    """:meth:`Strategy.fit_distributed
+    <cascade_routing.strategies.base.Strategy.fit_distributed>`'s options: those of
+    ``fit`` (:class:`~cascade_routing.strategies.fitting.FitOptions`) and ``cache_bytes``."""
+
+    cache_bytes: int
 
 
 class _RequiredTables(TypedDict):
@@ -368,6 +387,87 @@ class ReplaySpec:
     select_last: bool
     backend: str
     n_threads: int
+    #: The fit's cache on each worker (see :func:`partition_tables`): its name and budget.
+    cache_token: str = ""
+    cache_bytes: int = 0
+
+
+@dataclass
+class _WorkerCache:
+    tables: dict[str, _backend.ReplayTables] = dataclasses.field(default_factory=dict)
+    nbytes: int = 0
+    hits: int = 0
+    misses: int = 0
+
+
+# One cache per fit (by token) in each worker process; dropped when the fit ends.
+_CACHES: dict[str, _WorkerCache] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def read_tables(file: str, spec: ReplaySpec) -> _backend.ReplayTables:
+    """One partition's replay tables, validated, columns in the strategy's order."""
+    fields = FIELDS + (VAR_FIELDS if spec.use_var else ())
+    t = read_partition(file, spec.models, fields, np.array(spec.order, dtype=np.int64))
+    n = t["true_cost"].shape[0]
+    if spec.use_var:
+        ante_sd, post_sd = np.sqrt(t.pop("ante_var")), np.sqrt(t.pop("post_var"))
+    else:
+        ante_sd = post_sd = np.zeros((n, 0))
+    return _backend.ReplayTables(
+        ante_quality=t["ante_quality"],
+        post_quality=t["post_quality"],
+        ante_sd=ante_sd,
+        post_sd=post_sd,
+        ante_cost=t["ante_cost"],
+        post_cost=t["post_cost"],
+        true_quality=t["true_quality"],
+        true_cost=t["true_cost"],
+        use_sd=spec.use_var,
+    )
+
+
+def partition_tables(file: str, spec: ReplaySpec) -> _backend.ReplayTables:
+    """:func:`read_tables`, kept in this worker's cache for the fit while its tables fit in
+    ``spec.cache_bytes`` (the first partitions read are kept, none is evicted: the fit scans
+    the partitions in the same order at every replay)."""
+    if spec.cache_bytes <= 0:
+        return read_tables(file, spec)
+    with _CACHE_LOCK:
+        cache = _CACHES.setdefault(spec.cache_token, _WorkerCache())
+        tables = cache.tables.get(file)
+        if tables is not None:
+            cache.hits += 1
+            return tables
+        cache.misses += 1
+    tables = read_tables(file, spec)
+    size = sum(
+        getattr(tables, f.name).nbytes for f in dataclasses.fields(tables) if f.name != "use_sd"
+    )
+    with _CACHE_LOCK:
+        if file not in cache.tables and cache.nbytes + size <= spec.cache_bytes:
+            cache.tables[file] = tables
+            cache.nbytes += size
+    return tables
+
+
+def cache_info(token: str | None = None) -> tuple[int, int, int, int]:
+    """Partitions, bytes, hits and misses of the cache of the fit ``token`` in this worker
+    (of every fit's cache if ``token`` is None)."""
+    with _CACHE_LOCK:
+        caches = list(_CACHES.values()) if token is None else [_CACHES.get(token, _WorkerCache())]
+        return (
+            sum(len(c.tables) for c in caches),
+            sum(c.nbytes for c in caches),
+            sum(c.hits for c in caches),
+            sum(c.misses for c in caches),
+        )
+
+
+def drop_cache(token: str) -> None:
+    """Release the fit ``token``'s cache in this worker."""
+    with _CACHE_LOCK:
+        _CACHES.pop(token, None)
 
 
 def partition_stats(file: str, models: tuple[str, ...]) -> tuple[int, list[int], float, float]:
@@ -389,29 +489,12 @@ def replay_partition(
     prefer_expensive: bool,
 ) -> ReplaySums:
     """The compiled two-phase replay of one partition, as exact sums (runs on a worker)."""
-    fields = FIELDS + (VAR_FIELDS if spec.use_var else ())
-    order = np.array(spec.order, dtype=np.int64)
     # Arrays arrive deserialised from message buffers (read-only, maybe unaligned): copy.
     lambdas = np.array(lambdas, dtype=np.float64)
     thresholds = np.array(thresholds, dtype=np.float64)
     normals = np.array(spec.normals, dtype=np.float64)
-    t = read_partition(file, spec.models, fields, order)
-    n, k = t["true_cost"].shape
-    if spec.use_var:
-        ante_sd, post_sd = np.sqrt(t.pop("ante_var")), np.sqrt(t.pop("post_var"))
-    else:
-        ante_sd = post_sd = np.zeros((n, 0))
-    tables = _backend.ReplayTables(
-        ante_quality=t["ante_quality"],
-        post_quality=t["post_quality"],
-        ante_sd=ante_sd,
-        post_sd=post_sd,
-        ante_cost=t["ante_cost"],
-        post_cost=t["post_cost"],
-        true_quality=t["true_quality"],
-        true_cost=t["true_cost"],
-        use_sd=spec.use_var,
-    )
+    tables = partition_tables(file, spec)
+    n = tables.true_cost.shape[0]
     _, _, _, cst, qual = _backend.get(spec.backend).run_replay(
         tables,
         lambdas,
@@ -446,6 +529,7 @@ class DaskReplayer:
         info: DatasetInfo,
         post_range: tuple[float, float],
         n_threads: int = 1,
+        cache_bytes: int = 0,
     ) -> None:
         k = len(strategy.models)
         self.strategy = strategy
@@ -466,24 +550,57 @@ class DaskReplayer:
             select_last=strategy.select_last,
             backend=_backend.backend(),
             n_threads=n_threads,
+            cache_token=uuid.uuid4().hex,
+            cache_bytes=cache_bytes,
         )
         [self._spec_future] = client.scatter([self.spec], broadcast=True)
+        # With a cache, partition i always goes to the same worker (i modulo the workers).
+        self._homes: list[str] | None = None
+        if cache_bytes > 0:
+            workers = sorted(client.scheduler_info()["workers"])
+            if workers:
+                self._homes = [workers[i % len(workers)] for i in range(len(info.files))]
 
     def post_hoc_range(self) -> tuple[float, float]:
         return self._post_range
 
+    def cache_info(self) -> dict[str, tuple[int, int, int, int]]:
+        """Per worker: the partitions and bytes this fit keeps, its cache hits and misses."""
+        info: dict[str, tuple[int, int, int, int]] = self.client.run(
+            cache_info, self.spec.cache_token
+        )
+        return info
+
+    def close(self) -> None:
+        """Release the workers' cache of this fit."""
+        self.client.run(drop_cache, self.spec.cache_token)
+
     def replay(self, lambdas: NDArray[np.float64], prefer_expensive: bool) -> ReplaySums:
         k = len(self.strategy.models)
         lam, thresholds = self.strategy.replay_arguments(lambdas, k)
-        futures = self.client.map(
-            replay_partition,
-            list(self.info.files),
-            spec=self._spec_future,
-            lambdas=np.ascontiguousarray(lam, dtype=np.float64),
-            thresholds=np.ascontiguousarray(thresholds, dtype=np.float64),
-            prefer_expensive=bool(prefer_expensive),
-            pure=False,
-        )
+        kwargs = {
+            "spec": self._spec_future,
+            "lambdas": np.ascontiguousarray(lam, dtype=np.float64),
+            "thresholds": np.ascontiguousarray(thresholds, dtype=np.float64),
+            "prefer_expensive": bool(prefer_expensive),
+        }
+        if self._homes is None:
+            futures = self.client.map(
+                replay_partition, list(self.info.files), pure=False, **kwargs
+            )
+        else:
+            # Each partition goes to the worker that has cached it (another if it is gone).
+            futures = [
+                self.client.submit(
+                    replay_partition,
+                    f,
+                    workers=[home],
+                    allow_other_workers=True,
+                    pure=False,
+                    **kwargs,
+                )
+                for f, home in zip(self.info.files, self._homes)
+            ]
         parts = self.client.gather(futures)
         total = ReplaySums(0, 0, 0)
         for p in parts:
@@ -510,6 +627,7 @@ def fit_distributed(
     budget: float,
     seed: int | None = None,
     n_threads: int = 1,
+    cache_bytes: int = 0,
     **options: Unpack[ReplayFitOptions],
 ) -> Strategy:
     """:meth:`Strategy.fit_distributed
@@ -519,7 +637,11 @@ def fit_distributed(
     ``client`` is a ``dask.distributed.Client``; ``parquet_path`` a directory of partitions
     written by :func:`write_partitions` (or one file, or a list of files), readable by every
     worker. The strategy's estimators are not used: the estimates come from the partitions.
-    ``n_threads`` is the compiled replay's threads per task; the other parameters are
+    ``n_threads`` is the compiled replay's threads per task. ``cache_bytes`` (default 0:
+    none) lets each worker keep the tables of the partitions it has read, up to that many
+    bytes, for the later replays of this fit, instead of reading them again; a worker's
+    memory is then bounded by one partition plus ``cache_bytes``. The cache is released when
+    the fit ends. The other parameters are
     :meth:`Strategy.fit <cascade_routing.strategies.base.Strategy.fit>`'s.
 
     Sets ``lambdas_``, ``lambdas_expensive_``, ``gamma_`` and ``fit_info_`` (plus
@@ -532,6 +654,7 @@ def fit_distributed(
     budget = check_number(budget, "budget", 0.0)
     check_options(s, options)
     threads = check_int(n_threads, "n_threads", 0)
+    cache = check_int(cache_bytes, "cache_bytes", 0)
     models = tuple(s.models)
     info = inspect_partitions(partition_files(parquet_path), models)
     if seed is not None:
@@ -546,11 +669,14 @@ def fit_distributed(
         sums = [sum(st[1][j] for st in stats) for j in range(len(models))]
         s.order_ = cost_order([exact_mean_of(t, n) for t in sums])
     post_range = (min(st[2] for st in stats), max(st[3] for st in stats))
-    rep = DaskReplayer(s, client, info, post_range, threads)
+    rep = DaskReplayer(s, client, info, post_range, threads, cache)
     extra = {"partitions": len(info.files)}
-    fit_with_replayer(
-        s, rep, budget=budget, n_queries=n, started=started, extra_info=extra, **options
-    )
+    try:
+        fit_with_replayer(
+            s, rep, budget=budget, n_queries=n, started=started, extra_info=extra, **options
+        )
+    finally:
+        rep.close()
     return s
 
 
@@ -558,6 +684,7 @@ __all__ = [
     "FIELDS",
     "VAR_FIELDS",
     "DaskReplayer",
+    "DistributedFitOptions",
     "LoggedTables",
     "ReplaySums",
     "column",

@@ -668,7 +668,7 @@ class Strategy:
         parquet_path: str | Path | Sequence[str | Path],
         *,
         budget: float,
-        **options: Unpack[fitting.FitOptions],
+        **options: Unpack[distributed.DistributedFitOptions],
     ) -> Strategy:
         """:meth:`fit` on a Dask cluster, from logged data in Parquet partitions.
 
@@ -681,8 +681,10 @@ class Strategy:
         cost. The strategy's estimators are not used.
 
         The keyword options are :meth:`fit`'s: ``lambdas``, ``n_iter``, ``n_trials``,
-        ``seed``, ``n_threads`` (threads of the compiled replay per task) and ``progress``.
-        See docs/algorithm.md §9.
+        ``seed``, ``n_threads`` (threads of the compiled replay per task) and ``progress``;
+        and ``cache_bytes``: each worker may keep up to that many bytes of the partitions it
+        has read for the later replays of this fit (default 0: read them at every replay).
+        See docs/algorithm.md §9 and :func:`cascade_routing.distributed.fit_distributed`.
         """
         return distributed.fit_distributed(self, client, parquet_path, budget=budget, **options)
 
