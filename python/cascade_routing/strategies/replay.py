@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -40,12 +41,12 @@ class ReplayResult:
     cost: NDArray[np.float64]
     quality: NDArray[np.float64]
 
-    @property
+    @cached_property
     def mean_cost(self) -> float:
         """The correctly rounded mean cost (docs/algorithm.md §9; 0 if there are no queries)."""
         return exact_mean(self.cost)
 
-    @property
+    @cached_property
     def mean_quality(self) -> float:
         """The correctly rounded mean quality (0 if there are no queries)."""
         return exact_mean(self.quality)
