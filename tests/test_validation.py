@@ -36,6 +36,29 @@ def test_search_work_counts_every_candidate(k: int, ran: tuple[int, ...], depth:
     assert engine.search_work(k, len(ran), depth, 128) == expected * 128
 
 
+@pytest.mark.parametrize(("k", "ran", "depth"), [(5, (), 5), (7, (0, 1), 4), (64, (), 64)])
+def test_search_work_of_a_prefix_search_counts_the_prefixes(
+    k: int, ran: tuple[int, ...], depth: int
+) -> None:
+    """A prefix-only search scores each longer prefix (and stopping once a model has run)."""
+    expected = (1 if ran else 0) + (depth - len(ran))
+    assert engine.search_work(k, len(ran), depth, 1, prefixes_only=True) == expected
+    assert (
+        engine.search_work(k, len(ran), None, 128, prefixes_only=True)
+        == ((1 if ran else 0) + (k - len(ran))) * 128
+    )
+
+
+def test_a_prefix_search_over_64_models_is_within_the_cap() -> None:
+    """The optimal cascade over 64 models scores 64 prefixes, not 2^64 supermodels."""
+    rng = np.random.default_rng(0)
+    q, c = rng.random(64), np.sort(rng.random(64))
+    res = cr.search_supermodel(q, c, 0.0, force_order=True, prefixes_only=True, var=q * 0.01)
+    assert res.evaluated <= engine.search_work(64, 0, None, 1, prefixes_only=True)
+    with pytest.raises(ValueError, match="max_depth"):
+        cr.search_supermodel(q, c, 0.0, force_order=True, var=q * 0.01)
+
+
 def test_unpruned_search_scores_no_more_than_the_work_bound() -> None:
     rng = np.random.default_rng(3)
     for _ in range(50):

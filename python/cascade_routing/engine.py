@@ -49,34 +49,49 @@ NORMALS_CACHE_BYTES = 64 << 20
 # --------------------------------------------------------------------------- validation
 
 
-def search_work(k: int, n_ran: int, max_depth: int | None, n_samples: int) -> int:
+def search_work(
+    k: int, n_ran: int, max_depth: int | None, n_samples: int, prefixes_only: bool = False
+) -> int:
     """Worst-case work of one decision: candidates times samples (before any pruning).
 
     The candidates are the supersets of the ``n_ran`` run models with at most ``max_depth``
     members: ``sum_{i=1..d-n_ran} C(k - n_ran, i)``, plus the run-set itself (stopping) when
-    a model has run (docs/algorithm.md §11). Without uncertainty pass ``n_samples=1``.
+    a model has run; with ``prefixes_only`` only the ``d - n_ran`` longer prefixes
+    (docs/algorithm.md §11). Without uncertainty pass ``n_samples=1``.
     """
     free = k - n_ran
     depth = k if max_depth is None else min(max_depth, k)
     add = max(min(depth - n_ran, free), 0)
-    candidates = (1 if n_ran else 0) + sum(math.comb(free, i) for i in range(1, add + 1))
+    if prefixes_only:
+        candidates = (1 if n_ran else 0) + add
+    else:
+        candidates = (1 if n_ran else 0) + sum(math.comb(free, i) for i in range(1, add + 1))
     return candidates * max(n_samples, 1)
 
 
-def largest_depth_within(k: int, n_samples: int, max_work: int) -> int:
+def largest_depth_within(
+    k: int, n_samples: int, max_work: int, prefixes_only: bool = False
+) -> int:
     """The largest ``max_depth`` whose worst-case decision stays within ``max_work``."""
     depth = 0
-    while depth < k and search_work(k, 0, depth + 1, n_samples) <= max_work:
+    while depth < k and search_work(k, 0, depth + 1, n_samples, prefixes_only) <= max_work:
         depth += 1
     return depth
 
 
-def check_work(k: int, n_ran: int, max_depth: int | None, n_samples: int, max_work: Any) -> int:
+def check_work(
+    k: int,
+    n_ran: int,
+    max_depth: int | None,
+    n_samples: int,
+    max_work: Any,
+    prefixes_only: bool = False,
+) -> int:
     """Raise ``ValueError`` naming ``max_depth`` if a decision could exceed ``max_work``."""
     cap = check_int(max_work, "max_work", 1)
-    work = search_work(k, n_ran, max_depth, n_samples)
+    work = search_work(k, n_ran, max_depth, n_samples, prefixes_only)
     if work > cap:
-        deepest = largest_depth_within(k, n_samples, cap)
+        deepest = largest_depth_within(k, n_samples, cap, prefixes_only)
         raise ValueError(
             f"a decision over {k} models with max_depth={max_depth} may score "
             f"{work // max(n_samples, 1):,} supermodels x {max(n_samples, 1)} samples = "
@@ -422,7 +437,7 @@ def search_supermodel(
         _check_prefix(ran_m)
     mode, sd, chol = _uncertainty(var, cov, (), k)
     n = check_n_samples(n_samples) if mode else 1
-    check_work(k, n_ran, options.max_depth, n, max_work)
+    check_work(k, n_ran, options.max_depth, n, max_work, options.prefixes_only)
     normals = standard_normals(k, n, check_seed(seed)) if mode else np.zeros((0, k))
     nm, mask, util, qual, cst, evaluated = _backend.active().run_search(
         q, c, lam_v, mode, sd, chol, normals, ran_m, options, prefer == "expensive"
@@ -507,7 +522,7 @@ def search_supermodel_batch(
     mode, sd, chol = _uncertainty(var, cov, (n,), k)
     n_smp = check_n_samples(n_samples) if mode else 1
     fewest_ran = int(ran_m.sum(axis=1).min()) if n else 0
-    check_work(k, fewest_ran, options.max_depth, n_smp, max_work)
+    check_work(k, fewest_ran, options.max_depth, n_smp, max_work, options.prefixes_only)
     normals = standard_normals(k, n_smp, check_seed(seed)) if mode else np.zeros((0, k))
     threads = check_int(n_threads, "n_threads", 0, MAX_THREADS)
     nm, mask, util, qual, cst, evaluated = _backend.active().run_search_batch(
