@@ -42,7 +42,7 @@ def test_quality_round_trip_is_identical(logs: dict[str, Any], tmp_path: Path) -
     path = save_estimator(est, tmp_path / "quality")
     assert path.name == "quality.json" and (tmp_path / "quality.npz").exists()
     meta = json.loads(path.read_text())
-    assert meta["format_version"] == 1 and meta["class"] == "LearnedQuality"
+    assert meta["format_version"] == 2 and meta["class"] == "LearnedQuality"
     loaded = load_estimator(path)
     assert isinstance(loaded, LearnedQuality)
     after = loaded.predict(logs["queries"][150:], answers)

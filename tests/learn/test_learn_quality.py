@@ -140,8 +140,9 @@ def test_other_models_answers_change_the_estimate(
     a = replace(row[0], parsed="A")
     b_agree, b_disagree = replace(row[1], parsed="A"), replace(row[1], parsed="C")
     assert mean([a, b_agree, None, None]) != mean([a, b_disagree, None, None])
-    # Once the target has run, agreement with it matters too.
-    t = replace(row[target], parsed="A")
+    # Once the target has run, agreement with it matters too (at a middling confidence of
+    # the target: a near-certain one pins the estimate at the bound 1 - 1e-6).
+    t = replace(row[target], parsed="A", confidence=-0.7)
     assert mean([a, None, None, t]) != mean([replace(a, parsed="B"), None, None, t])
 
 
@@ -245,3 +246,44 @@ def test_plugs_into_cascade_router(
     seen: list[ModelAnswer | None] = [None] * 4
     seen[models.index(first)] = test["answers"][0][models.index(first)]
     assert router.next_model(test["queries"][0], seen) in models + [None]
+
+
+def test_confidence_scale_does_not_matter(train: dict[str, Any], test: dict[str, Any]) -> None:
+    """Any increasing score is a confidence: log-probabilities and the probabilities
+    themselves give the same estimates (up to the interpolation between CDF knots). A linear
+    feature of the raw score would not: a log-probability's range near 0, where most answers
+    are, would be squeezed by its long lower tail."""
+
+    def as_prob(rows: list[list[Any]]) -> list[list[Any]]:
+        return [[replace(a, confidence=math.exp(a.confidence)) for a in row] for row in rows]
+
+    rng = np.random.default_rng(0)
+    keep = rng.random((len(test["answers"]), len(test["models"]))) < 0.5
+
+    def masked(rows: list[list[Any]]) -> list[list[Any]]:
+        return [[a if r else None for a, r in zip(row, m)] for row, m in zip(rows, keep)]
+
+    log_est = LearnedQuality(train["models"], seed=0, **SMALL).fit(
+        train["queries"], train["answers"], train["quality"]
+    )
+    prob_est = LearnedQuality(train["models"], seed=0, **SMALL).fit(
+        train["queries"], as_prob(train["answers"]), train["quality"]
+    )
+    a = log_est.predict(test["queries"], masked(test["answers"])).mean
+    b = prob_est.predict(test["queries"], masked(as_prob(test["answers"]))).mean
+    diff = np.abs(a - b)
+    assert diff.mean() < 0.002 and diff.max() < 0.05
+
+
+def test_penalty_counts_queries_not_run_set_copies(train: dict[str, Any]) -> None:
+    """Every training query appears under many run-sets; each weighs 1 in total, so more
+    random run-sets do not weaken the post-hoc penalty (the weights would grow ~30% here)."""
+    settings = {**SMALL, "uncertainty_scale": 1.0}
+
+    def weight_norm(n_random_runsets: int) -> float:
+        est = LearnedQuality(
+            train["models"], seed=0, **{**settings, "n_random_runsets": n_random_runsets}
+        ).fit(train["queries"], train["answers"], train["quality"])
+        return float(np.hypot(np.linalg.norm(est.W_[-1]), np.linalg.norm(est.w_extra_[-1])))
+
+    assert weight_norm(16) / weight_norm(1) == pytest.approx(1.0, abs=0.1)

@@ -25,7 +25,7 @@ from .quality import LearnedQuality
 __all__ = ["FORMAT", "FORMAT_VERSION", "load_estimator", "save_estimator"]
 
 FORMAT = "cascade-routing-learned-estimator"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: confidence CDF knots instead of mean and sd
 _CLASSES: dict[str, Any] = {"LearnedQuality": LearnedQuality, "PriceTableCost": PriceTableCost}
 
 

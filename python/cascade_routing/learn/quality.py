@@ -17,14 +17,17 @@ The model, in two stages:
 2. **Post hoc, run-set aware**: per target model ``j`` two pooled logistic regressions, one for
    run-sets that contain ``j`` and one for those that do not. Their inputs are the ex-ante
    scores of all models plus, for every model ``i``, features multiplied by the run indicator
-   ``r_i`` (the missing-indicator formulation): ``r_i``, ``r_i·confidence_i`` (standardised),
+   ``r_i`` (the missing-indicator formulation): ``r_i``, ``r_i·s_i`` with ``s_i`` the normal score
+   ``Φ⁻¹(F_i(confidence_i))`` under model ``i``'s training confidences (so any increasing score
+   works the same),
    ``r_i·[confidence missing]``, ``r_i·log answer length``, statistics of the token
    log-probabilities when the logs have them, and for every pair ``r_i·r_l·[parsed_i =
    parsed_l]``, the size of the largest agreeing group, and per target the fraction of run
    models agreeing with ``j``, their mean confidence, and ``j``'s own confidence and agreement
    times the share of other models that have run (so the weight of ``j``'s own signal can
    shrink as more is known). They are trained on every training query under several run-sets
-   (all prefixes of the cost order plus ``n_random_runsets`` random subsets).
+   (all prefixes of the cost order, every model alone, and ``n_random_runsets`` random
+   subsets).
 
    Trade-off versus the paper's one model per (target, run-set) (2^k·k models): the pooled
    model is linear in the masked features, so the effect of model ``i``'s confidence on ``j``
@@ -80,6 +83,9 @@ __all__ = ["CrossFittedQuality", "LearnedQuality", "brier_score", "expected_cali
 MAX_ALL_RUNSETS = 12
 _Z_CLIP = 6.0
 _P_EPS = 1e-6
+_LOGIT_CLIP = math.log((1.0 - _P_EPS) / _P_EPS)
+_N_KNOTS = 65  # knots of each model's confidence CDF
+_U_EPS = 1e-3  # the confidence CDF is clipped to [_U_EPS, 1 - _U_EPS] (|score| <= 3.1)
 
 
 # --------------------------------------------------------------------------- metrics
@@ -112,7 +118,9 @@ def expected_calibration_error(prob: ArrayLike, outcome: ArrayLike, n_bins: int 
 
 
 def _sigmoid(x: NDArray[np.float64]) -> NDArray[np.float64]:
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
+    """Logistic function, kept inside ``[_P_EPS, 1 − _P_EPS]``: a linear model on a few
+    hundred logs can separate them, and no answer is certain from its features."""
+    return 0.5 * (1.0 + np.tanh(0.5 * np.clip(x, -_LOGIT_CLIP, _LOGIT_CLIP)))
 
 
 def _logit(p: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -499,20 +507,40 @@ class LearnedQuality:
                     sd[j] = s if s > 0 else 1.0
             return mu, sd
 
-        self.conf_mean_, self.conf_sd_ = stats(a.conf)
+        # Confidence: normal scores of the training distribution per model (a monotone map,
+        # so any score works; a log-probability's informative range near 0 is spread out
+        # instead of being squeezed by one very negative outlier, as a z-score would).
+        grid = np.linspace(0.0, 1.0, _N_KNOTS)
+        self.conf_knots_ = np.zeros((k, _N_KNOTS))
+        self.conf_cdf_ = np.tile(grid, (k, 1))
+        for j in range(k):
+            col = a.conf[:, j]
+            col = np.sort(col[np.isfinite(col)])
+            if col.size:
+                knots = np.quantile(col, grid)
+                mid = np.searchsorted(col, knots, "left") + np.searchsorted(col, knots, "right")
+                self.conf_knots_[j] = knots
+                self.conf_cdf_[j] = mid / (2.0 * col.size)
         self.len_mean_, self.len_sd_ = stats(np.where(a.ran, a.length, np.nan))
         self.has_logprobs_ = bool(np.isfinite(a.lp_mean).any())
         self.lp_mean_mean_, self.lp_mean_sd_ = stats(a.lp_mean)
         self.lp_min_mean_, self.lp_min_sd_ = stats(a.lp_min)
 
+    def _conf_scores(self, conf: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Normal scores ``Φ⁻¹(F_j(c))`` of confidences ``(m, k)`` under the training CDFs."""
+        from scipy.special import ndtri
+
+        out = np.empty_like(conf)
+        for j in range(conf.shape[1]):
+            out[:, j] = np.interp(conf[:, j], self.conf_knots_[j], self.conf_cdf_[j])
+        return np.asarray(ndtri(np.clip(out, _U_EPS, 1.0 - _U_EPS)), dtype=np.float64)
+
     def _standardised(self, a: _Answers) -> dict[str, NDArray[np.float64]]:
         """Per-answer features, standardised, missing -> 0 with an indicator."""
         finite = np.isfinite(a.conf)
-        z = np.where(
-            finite, (np.nan_to_num(a.conf, neginf=0.0) - self.conf_mean_) / self.conf_sd_, 0.0
-        )
+        z = self._conf_scores(np.nan_to_num(a.conf, nan=0.0, neginf=0.0, posinf=0.0))
         out = {
-            "conf": np.clip(z, -_Z_CLIP, _Z_CLIP),
+            "conf": np.where(finite, z, 0.0),
             "cmiss": (~finite).astype(np.float64),
             "len": np.clip((a.length - self.len_mean_) / self.len_sd_, -_Z_CLIP, _Z_CLIP),
         }
@@ -696,12 +724,22 @@ class LearnedQuality:
             else:
                 use = np.ones(rows.size, dtype=bool)
                 xg, eg = x_all, extra_all
-            mg, yg = masks[use], y[rows[use]]
+            mg, yg, rg = masks[use], y[rows[use]], rows[use]
             for j in range(k):
                 for s in (0, 1):
                     sel = mg[:, j] == bool(s)
                     xs = np.column_stack([xg[sel], eg[sel, :, j]])
-                    w, b = _logistic(xs, yg[sel, j], self.C_post, self.seed, dense=True)
+                    # Each query weighs 1 in total however many run-sets it appears under,
+                    # so the penalty C_post acts on the number of queries, not of copies.
+                    copies = np.bincount(rg[sel], minlength=n)[rg[sel]]
+                    w, b = _logistic(
+                        xs,
+                        yg[sel, j],
+                        self.C_post,
+                        self.seed,
+                        dense=True,
+                        weight=1.0 / np.maximum(copies, 1),
+                    )
                     self.W_[g, :, j, s] = w[:n_feat]
                     self.w_extra_[g, :, j, s] = w[n_feat:]
                     self.b_[g, j, s] = b
@@ -776,6 +814,13 @@ class LearnedQuality:
             mask = np.zeros((n, k), dtype=bool)
             mask[:, self.order_[:depth]] = True
             out.append((all_rows, mask))
+        if k > 1:
+            # Every single model alone: the run-set of every first post-hoc decision, which the
+            # prefixes cover for the cheapest model only.
+            for j in self.order_[1:]:
+                mask = np.zeros((n, k), dtype=bool)
+                mask[:, j] = True
+                out.append((all_rows, mask))
         if self.n_random_runsets and k > 1:
             reps = self.n_random_runsets
             sizes = rng.integers(1, k, size=(n, reps))
@@ -1046,8 +1091,8 @@ class LearnedQuality:
     _ARRAYS = (
         "num_mean_",
         "num_sd_",
-        "conf_mean_",
-        "conf_sd_",
+        "conf_knots_",
+        "conf_cdf_",
         "len_mean_",
         "len_sd_",
         "lp_mean_mean_",
@@ -1203,13 +1248,19 @@ def _cholesky(cov: NDArray[np.float64]) -> NDArray[np.float64]:
 
 
 def _logistic(
-    x: Any, y: NDArray[np.float64], C: float, seed: int, *, dense: bool = False
+    x: Any,
+    y: NDArray[np.float64],
+    C: float,
+    seed: int,
+    *,
+    dense: bool = False,
+    weight: NDArray[np.float64] | None = None,
 ) -> tuple[NDArray[np.float64], float]:
     """Weights and intercept of an L2 logistic regression on labels in ``[0, 1]``.
 
     Fractional labels are fitted as two weighted copies of each row (label 1 with weight
-    ``y``, label 0 with weight ``1 − y``). A single class gives zero weights and the logit of
-    the (clipped) mean.
+    ``y``, label 0 with weight ``1 − y``), times the row's ``weight``. A single class gives
+    zero weights and the logit of the (clipped) mean.
     """
     from sklearn.linear_model import LogisticRegression
 
@@ -1231,8 +1282,9 @@ def _logistic(
     solver = "newton-cholesky" if dense else "lbfgs"
     model = LogisticRegression(C=C, max_iter=300, tol=1e-6, solver=solver, random_state=seed)
     if binary:
-        model.fit(x, y.astype(np.int64))
+        model.fit(x, y.astype(np.int64), sample_weight=weight)
     else:
+        wt = np.ones(y.size) if weight is None else weight
         if dense:
             xx = np.vstack([x, x])
         else:
@@ -1240,7 +1292,7 @@ def _logistic(
 
             xx = sparse.vstack([x, x], format="csr")
         yy = np.concatenate([np.ones(y.size, dtype=np.int64), np.zeros(y.size, dtype=np.int64)])
-        model.fit(xx, yy, sample_weight=np.concatenate([y, 1.0 - y]))
+        model.fit(xx, yy, sample_weight=np.concatenate([wt * y, wt * (1.0 - y)]))
     w = np.asarray(model.coef_[0], dtype=np.float64)
     b = float(model.intercept_[0])
     if mu is not None and sd is not None:
