@@ -150,3 +150,15 @@ def test_cascade_routing_serve_is_the_gateway_command(tmp_path, monkeypatch, cap
         monkeypatch.setenv(name, value)
     assert main(args) == 0
     assert "CascadeRouter" in capsys.readouterr().out
+
+
+def test_the_search_normals_are_ready_before_the_first_request(tmp_path):
+    """A cold first request must not pay for building the search's normals (and importing
+    SciPy): the gateway builds them at start-up, for every number of models left."""
+    from cascade_routing import engine
+
+    engine._normals_cache.clear()
+    gw = build_gateway(write_policy(tmp_path / "p.json"), config(), environ=ENV)
+    strat = gw.strategies["default"]
+    for k in range(1, len(gw.models) + 1):
+        assert (k, strat.n_samples, strat.sample_seed) in engine._normals_cache

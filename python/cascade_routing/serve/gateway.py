@@ -49,6 +49,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from ..engine import standard_normals
 from ..strategies import AllModelsFailedError, Strategy, ThresholdCascade, load_policy
 from .budget import TenantBudgets
 from .clients import ChatQuery, OpenAIUpstreams, ServedAnswer, UpstreamError
@@ -216,6 +217,11 @@ class Gateway:
             self.strategies[tenant] = strat
         any_strategy = self.strategies[DEFAULT_TENANT]
         self.kind = type(any_strategy).__name__
+        # What the first request would pay for otherwise: the quasi-random normals of the
+        # search are built (and SciPy imported) on first use, seconds on a cold start.
+        for strat in self.strategies.values():
+            for k in range(1, len(self.models) + 1):
+                standard_normals(k, strat.n_samples, strat.sample_seed)
         self._base: dict[str, tuple[list[float], list[float] | None, float]] = {}
         for tname, strat in self.strategies.items():
             if strat.lambdas_ is None:
