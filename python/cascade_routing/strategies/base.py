@@ -46,6 +46,8 @@ from ..validation import (
 from . import fitting, loop, persistence, replay
 
 if TYPE_CHECKING:
+    from concurrent.futures import Executor
+
     from typing_extensions import Unpack
 
     from .loop import RunResult
@@ -475,14 +477,24 @@ class Strategy:
         timeout: float | None = None,
         max_calls: int | None = None,
         max_cost: float | None = None,
+        deadline: float | None = None,
+        fallback_model: str | None = None,
     ) -> RunResult:
         """Decide, call ``call_model(name, query)``, record, re-plan, until the strategy stops.
 
         See :func:`cascade_routing.strategies.loop.run` for the contract (failures, timeouts,
-        estimator failures and the per-query caps ``max_calls`` and ``max_cost``).
+        estimator failures, the per-query caps ``max_calls``, ``max_cost`` and ``deadline``,
+        and the ``fallback_model``).
         """
         return loop.run(
-            self, query, call_model, timeout=timeout, max_calls=max_calls, max_cost=max_cost
+            self,
+            query,
+            call_model,
+            timeout=timeout,
+            max_calls=max_calls,
+            max_cost=max_cost,
+            deadline=deadline,
+            fallback_model=fallback_model,
         )
 
     async def arun(
@@ -493,10 +505,22 @@ class Strategy:
         timeout: float | None = None,
         max_calls: int | None = None,
         max_cost: float | None = None,
+        deadline: float | None = None,
+        fallback_model: str | None = None,
+        executor: Executor | None = None,
     ) -> RunResult:
-        """:meth:`run` for asynchronous model calls (``call_model`` may be async or not)."""
+        """:meth:`run` for asyncio (``call_model`` may be async or not; a synchronous one runs
+        in ``executor``); see :func:`cascade_routing.strategies.loop.arun`."""
         return await loop.arun(
-            self, query, call_model, timeout=timeout, max_calls=max_calls, max_cost=max_cost
+            self,
+            query,
+            call_model,
+            timeout=timeout,
+            max_calls=max_calls,
+            max_cost=max_cost,
+            deadline=deadline,
+            fallback_model=fallback_model,
+            executor=executor,
         )
 
     # ------------------------------------------------------------------ replay hooks
