@@ -439,3 +439,43 @@ def test_cancelling_arun_cancels_the_call_in_flight_and_leaves_no_task() -> None
     before, after = asyncio.run(main())
     assert seen == ["started", "cancelled"]  # before: the call ran on, orphaned
     assert after == before
+
+
+def test_offloaded_planning_keeps_the_event_loop_running_under_a_slow_estimator() -> None:
+    class Slow(ScoreEstimator):
+        def predict(self, queries, answers):
+            time.sleep(0.3)  # CPU-heavy in real life (a scikit-learn model); blocks here
+            return super().predict(queries, answers)
+
+    strat = CascadeRouter(
+        Slow((0.5, 0.6, 0.7, 0.99)), ConstantCost((1, 2, 3, 4)), MODELS, order="given"
+    ).set_lambdas(0.0)
+
+    async def call(name, query):
+        return {"score": 0.3}
+
+    async def longest_stall(offload: bool) -> tuple[float, object]:
+        stall, last, running = 0.0, time.perf_counter(), True
+
+        async def ticker():
+            nonlocal stall, last
+            while running:
+                await asyncio.sleep(0.005)
+                now = time.perf_counter()
+                stall, last = max(stall, now - last), now
+
+        t = asyncio.create_task(ticker())
+        await asyncio.sleep(0.01)
+        result = await strat.arun("q", call, offload_planning=offload)
+        running = False
+        await t
+        return stall, result
+
+    blocked, inline = asyncio.run(longest_stall(False))
+    free, offloaded = asyncio.run(longest_stall(True))
+    assert blocked >= 0.3  # planning in place stalls the loop for a whole estimate
+    assert free < 0.2  # (a margin for this shared machine's scheduling delays)
+    assert [s.model for s in offloaded.trace] == [s.model for s in inline.trace]
+    assert offloaded.model == inline.model
+    with pytest.raises(TypeError, match="offload_planning"):
+        asyncio.run(strat.arun("q", call, offload_planning="yes"))

@@ -508,9 +508,11 @@ class Strategy:
         deadline: float | None = None,
         fallback_model: str | None = None,
         executor: Executor | None = None,
+        offload_planning: bool = False,
     ) -> RunResult:
         """:meth:`run` for asyncio (``call_model`` may be async or not; a synchronous one runs
-        in ``executor``); see :func:`cascade_routing.strategies.loop.arun`."""
+        in ``executor``, and so does planning with ``offload_planning``); see
+        :func:`cascade_routing.strategies.loop.arun`."""
         return await loop.arun(
             self,
             query,
@@ -521,6 +523,7 @@ class Strategy:
             deadline=deadline,
             fallback_model=fallback_model,
             executor=executor,
+            offload_planning=offload_planning,
         )
 
     # ------------------------------------------------------------------ replay hooks

@@ -32,7 +32,8 @@ stopped the loop; only then do :class:`EstimatorFailedError` or :class:`AllModel
 In :func:`arun`, a synchronous ``call_model`` runs in an executor (the loop's default, or the
 ``executor`` given), so it neither blocks the event loop nor escapes the timeout, and
 cancelling ``arun`` cancels the call in flight (an async call is cancelled and awaited; a
-synchronous one cannot be interrupted by Python and runs to its end in its worker). In
+synchronous one cannot be interrupted by Python and runs to its end in its worker);
+``offload_planning=True`` runs the estimators and the search in that executor as well. In
 :func:`run`, a call with a timeout runs in a daemon thread: a hung call never blocks the
 interpreter's exit; give the client its own timeout too so that the thread ends.
 
@@ -571,19 +572,29 @@ async def arun(
     deadline: float | None = None,
     fallback_model: str | None = None,
     executor: concurrent.futures.Executor | None = None,
+    offload_planning: bool = False,
 ) -> RunResult:
     """:func:`run` for asyncio; ``call_model`` may be async or not.
 
     A synchronous ``call_model`` runs in ``executor`` (default: the event loop's default
     executor, which is bounded), so it honours the timeout and never blocks the event loop.
-    Cancelling ``arun`` cancels the call in flight.
+    Cancelling ``arun`` cancels the call in flight. With ``offload_planning``, each step's
+    estimates and search run in ``executor`` too, so that heavy estimators (a scikit-learn
+    model, say) do not stall the event loop; the estimators must then be thread-safe. It
+    costs a thread hand-off per step, so cheap estimators are better planned in place.
     """
     state = _Run(
         strategy, query, call_model, timeout, max_calls, max_cost, deadline, fallback_model
     )
+    if not isinstance(offload_planning, bool):
+        raise TypeError(f"offload_planning must be True or False, got {offload_planning!r}")
     is_async = _is_async(call_model)
+    loop = asyncio.get_running_loop()
     for _ in range(2 * state.k + 1):
-        plan = state.next_plan()
+        if offload_planning:
+            plan = await loop.run_in_executor(executor, state.next_plan)
+        else:
+            plan = state.next_plan()
         if plan is None:
             break
         assert plan.model is not None
