@@ -397,3 +397,41 @@ def test_an_opentelemetry_span_per_request_without_text(tmp_path, monkeypatch):
     assert span["cascade_routing.model"] == r.model
     assert span["cascade_routing.cost"] == pytest.approx(ext(r)["cost"])
     assert MARKER not in repr(span)
+
+
+class SlowQuality(ConfidencePriorQuality):
+    """A heavy estimator: each estimate holds the thread for 0.8 s."""
+
+    def __init__(self) -> None:
+        super().__init__([0.55, 0.7, 0.85], [0.2] * 3, weight=0.8, post_sd=0.1)
+
+    def predict(self, queries, answers):
+        time.sleep(0.8)
+        return super().predict(queries, answers)
+
+
+@pytest.mark.parametrize("offload", [False, True])
+def test_offloaded_planning_keeps_the_gateway_responsive(tmp_path, offload):
+    with stack(
+        tmp_path, quality_estimator=SlowQuality(), server={"offload_planning": offload}
+    ) as s:
+        done: list[Any] = []
+        worker = threading.Thread(
+            target=lambda: done.append(
+                s.client.chat.completions.create(model="cascade-routing", messages=MESSAGES)
+            )
+        )
+        worker.start()
+        time.sleep(0.1)  # the request is now estimating
+        slowest = 0.0
+        while worker.is_alive():
+            t0 = time.perf_counter()
+            httpx.get(s.url + "/healthz", timeout=10)
+            slowest = max(slowest, time.perf_counter() - t0)
+        worker.join()
+    assert done and done[0].choices[0].message.content
+    # (wide margins: this machine is shared, a health check can wait 0.1-0.2 s under load)
+    if offload:
+        assert slowest < 0.4  # health checks answered while the estimator ran
+    else:
+        assert slowest >= 0.7  # the estimator held the event loop

@@ -23,6 +23,7 @@ A YAML or JSON file (or the same structure as a dict) with one entry per model o
       tenants: {team-a: {api_key_env: TEAM_A_KEY, budget: 0.001}}
     feedback: {max_entries: 10000, jsonl: feedback.jsonl}
     server: {host: 127.0.0.1, port: 8080, deadline: 60.0, call_timeout: 30.0}
+    # server.offload_planning: true runs the estimators off the event loop (heavy estimators)
 
 Everything is checked when the file is loaded (:func:`load_config`): unknown keys, missing or
 wrong-typed values and API-key variables that are not set raise :class:`ConfigError` naming
@@ -182,6 +183,7 @@ class ServerConfig:
     routed_model: str = "cascade-routing"
     log_queries: bool = False
     max_body_bytes: int = 4_000_000
+    offload_planning: bool = False
 
 
 @dataclass(frozen=True)
@@ -428,6 +430,7 @@ def parse_config(
         routed_model=sv.string("routed_model", "cascade-routing"),
         log_queries=sv.boolean("log_queries", False),
         max_body_bytes=sv.integer("max_body_bytes", 4_000_000, low=1),
+        offload_planning=sv.boolean("offload_planning", False),
     )
     sv.done()
     top.done()

@@ -23,6 +23,10 @@ codes: 400 bad request, 401 unknown tenant key, 402 the per-request cost cap lea
 404 unknown model or request id, 413 body too large, 502 every upstream failed, 504 deadline
 with no answer, 500 anything else with no answer.
 
+With ``server.offload_planning: true`` every call of the estimators (the decision steps, the
+trace's final estimates) runs in the default executor rather than on the event loop, for
+estimators heavy enough to stall other requests; they must then be thread-safe.
+
 Prompts and answers are never logged unless ``server.log_queries`` is true.
 """
 
@@ -38,10 +42,10 @@ import threading
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from starlette.applications import Starlette
@@ -62,6 +66,7 @@ log = logging.getLogger(__name__)
 __all__ = ["CostCapError", "FeedbackLog", "Gateway", "build_gateway"]
 
 DEFAULT_TENANT = "default"
+_T = TypeVar("_T")
 
 
 class CostCapError(RuntimeError):
@@ -637,7 +642,12 @@ class Gateway:
         failure: tuple[int, str, str] | None = None
         try:
             result = await asyncio.wait_for(
-                strategy.arun(query, self._caller(record, idx), timeout=server.call_timeout),
+                strategy.arun(
+                    query,
+                    self._caller(record, idx),
+                    timeout=server.call_timeout,
+                    offload_planning=server.offload_planning,
+                ),
                 server.deadline,
             )
             steps = result.trace
@@ -673,7 +683,7 @@ class Gateway:
                 result.answer if isinstance(result.answer, ServedAnswer) else None
             )
         if answer is None and record.answers:
-            answer = self._best_so_far(query, record)
+            answer = await self._off_loop(self._best_so_far, query, record)
             trace["fallback"] = "best_so_far"
         if (
             answer is None
@@ -686,7 +696,7 @@ class Gateway:
                 trace["fallback"] = "fallback_model"
         if failure is not None:
             trace["error"] = failure[2]
-        trace.update(self._summary(query, record, answer))
+        trace.update(await self._off_loop(self._summary, query, record, answer))
         trace["_upstream_seconds"] = record.upstream_seconds
         cost = trace["cost"]
         self.telemetry.request_cost.observe(cost)
@@ -710,6 +720,13 @@ class Gateway:
             return _Outcome(200, answer, trace)
         assert failure is not None
         return _Outcome(failure[0], None, trace, (failure[1], failure[2]))
+
+    async def _off_loop(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(*args)`` (which runs the estimators) in the default executor with
+        ``server.offload_planning``, on the event loop otherwise."""
+        if not self.config.server.offload_planning:
+            return fn(*args)
+        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
     async def _call_fallback(
         self, query: ChatQuery, record: _Record, idx: dict[str, int]
