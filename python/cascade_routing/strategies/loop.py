@@ -242,7 +242,8 @@ class _Run:
             return None
         ran = s._check_state(self.answers)
         self.good = (list(self.answers), ran, est.mean[0].copy())
-        plan = s._plan_internal(self.query, self.answers, est, cst, frozenset(self.excluded))
+        # _plan_internal without checking the answers row a second time.
+        plan = s._plan(self.query, ran, est, cst, frozenset(self.excluded), s._check_fitted())
         if plan.stop:
             self._end(idx, plan, "stop", None)
             return None
