@@ -160,10 +160,12 @@ def test_a_strategy_whose_decisions_could_exceed_max_work_fails_at_construction(
     k = 30
     models = [f"m{i}" for i in range(k)]
     qe, ce = ScoreEstimator(np.full(k, 0.5)), ConstantCost(np.ones(k))
-    for cls in (CascadeRouter, Cascade):
-        with pytest.raises(ValueError, match="max_depth"):
-            cls(qe, ce, models)
+    with pytest.raises(ValueError, match="max_depth"):
+        CascadeRouter(qe, ce, models)  # 2^30 - 1 supermodels x 128 samples
     CascadeRouter(qe, ce, models, max_depth=2)  # C(30, <=2) x 128 samples is small
+    Cascade(qe, ce, models)  # 30 prefixes x 128 samples
+    with pytest.raises(ValueError, match="max_depth"):
+        CascadeRouter(qe, ce, models, force_order=True)  # ordered, but not only prefixes
     Router(qe, ce, models)
     ThresholdCascade(qe, ce, models)  # no search: any depth
     with pytest.raises(ValueError, match="max_depth"):
@@ -171,6 +173,17 @@ def test_a_strategy_whose_decisions_could_exceed_max_work_fails_at_construction(
     CascadeRouter(qe, ce, models[:8], max_work=2**8 * 128)
     with pytest.raises(TypeError, match="max_work"):
         CascadeRouter(qe, ce, models[:3], max_work=1.5)
+
+
+def test_the_optimal_cascade_over_64_models_is_built_and_decides() -> None:
+    """A prefix-only search scores one candidate per prefix, so 64 models are within the
+    work cap at any depth."""
+    k = 64
+    models = [f"m{i}" for i in range(k)]
+    quality = np.linspace(0.2, 0.9, k)
+    cascade = Cascade(ScoreEstimator(quality), ConstantCost(np.linspace(1, 64, k)), models)
+    cascade.set_lambdas([0.0])
+    assert cascade.next_model(0, [None] * k) == "m0"  # a cascade starts with the first model
 
 
 def test_more_than_64_models_fail_at_construction() -> None:

@@ -216,8 +216,10 @@ class Strategy:
     # ------------------------------------------------------------------ settings
 
     def _check_work(self, max_work: Any) -> int:
-        """Refuse a strategy whose worst decision could exceed ``max_work`` (issue: finding 1)."""
-        return check_work(len(self.models), 0, self.max_depth, self.n_samples, max_work)
+        """Refuse a strategy whose worst decision could exceed ``max_work`` (§11)."""
+        return check_work(
+            len(self.models), 0, self.max_depth, self.n_samples, max_work, self.prefixes_only
+        )
 
     def _order_from_names(self, names: Any) -> NDArray[np.int64]:
         if isinstance(names, (str, bytes)) or not isinstance(names, Iterable):
@@ -378,6 +380,24 @@ class Strategy:
             est_cost,
         )
 
+    def _step(
+        self,
+        query: Any,
+        ran: NDArray[np.bool_],
+        exclude: frozenset[int],
+        lams: tuple[NDArray[np.float64], NDArray[np.float64]],
+    ) -> tuple[NDArray[np.bool_] | None, int, NDArray[np.float64], bool]:
+        """Where one query stands: which models may still run (``None``: all), how many of
+        those have run, the per-step multipliers of the policy its coin picks (§2), and whether
+        that is the expensive one."""
+        keep = (
+            np.array([int(p) not in exclude for p in self.order_], dtype=bool) if exclude else None
+        )
+        expensive = self.gamma_ > 0.0 and query_coin(query, self.seed) < self.gamma_
+        lam_steps = lams[1] if expensive else lams[0]
+        j = int(ran.sum() if keep is None else ran[keep].sum())
+        return keep, j, lam_steps, expensive
+
     def _plan(
         self,
         query: Any,
@@ -388,13 +408,9 @@ class Strategy:
         lams: tuple[NDArray[np.float64], NDArray[np.float64]],
     ) -> Plan:
         """The supermodel search of docs/algorithm.md §3 for one query (internal order)."""
-        lam_cheap, lam_exp = lams
         k = len(self.models)
         perm = self.order_
-        keep = np.array([int(p) not in exclude for p in perm], dtype=bool) if exclude else None
-        expensive = self.gamma_ > 0.0 and query_coin(query, self.seed) < self.gamma_
-        lam_steps = lam_exp if expensive else lam_cheap
-        j = int(ran.sum() if keep is None else ran[keep].sum())
+        keep, j, lam_steps, expensive = self._step(query, ran, exclude, lams)
         lam = float(lam_steps[min(j, lam_steps.shape[0] - 1)])
         # Failed models are left out of the search; without any, no copies are needed.
         sub = np.arange(k) if keep is None else np.flatnonzero(keep)

@@ -19,7 +19,7 @@ from ..engine import DEFAULT_MAX_WORK, check_work
 from ..estimators import QualityEstimate
 from ..options import ReplayKind
 from . import fitting
-from .base import Plan, Strategy, query_coin
+from .base import Plan, Strategy
 from .replay import Replayer, expand_lambdas
 
 
@@ -195,13 +195,9 @@ class ThresholdCascade(Strategy):
         exclude: frozenset[int],
         lams: tuple[NDArray[np.float64], NDArray[np.float64]],
     ) -> Plan:
-        lam_cheap, lam_exp = lams
         k = len(self.models)
         perm = self.order_
-        keep = np.array([int(p) not in exclude for p in perm], dtype=bool) if exclude else None
-        expensive = self.gamma_ > 0.0 and query_coin(query, self.seed) < self.gamma_
-        lam_steps = lam_exp if expensive else lam_cheap
-        j = int(ran.sum() if keep is None else ran[keep].sum())
+        keep, j, lam_steps, _ = self._step(query, ran, exclude, lams)
         # The threshold after model m_{j-1} is 1 - λ_{j-1}.
         lam = float(lam_steps[min(max(j - 1, 0), lam_steps.shape[0] - 1)])
         run = [int(perm[i]) for i in np.flatnonzero(ran)]
