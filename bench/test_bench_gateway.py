@@ -175,6 +175,11 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Any:
                 proc.wait(timeout=10)
 
 
+class _Saturated(RuntimeError):
+    """Every connection of the load generator is waiting on the gateway: the gateway is not
+    keeping up with the rate (the request is counted as lost, never sent)."""
+
+
 class _Http:
     """A minimal HTTP/1.1 keep-alive client on asyncio streams: a pool of connections, one
     request at a time on each. The load generator must cost far less CPU than the gateway it
@@ -199,7 +204,7 @@ class _Http:
             reader, writer = self.idle.pop()
         else:
             if self.opened >= self.max_connections:
-                raise RuntimeError("the load generator ran out of connections")
+                raise _Saturated("the load generator ran out of connections")
             self.opened += 1
             reader, writer = await asyncio.open_connection(self.host, self.port)
         try:
@@ -249,6 +254,9 @@ async def _load(
         t0 = time.perf_counter()
         try:
             status, content = await http.post("/chat/completions", payload)
+        except _Saturated:
+            failures["not sent: every connection waiting (gateway saturated)"] += 1
+            return
         except (OSError, RuntimeError, ValueError, IndexError, asyncio.IncompleteReadError) as exc:
             failures[type(exc).__name__] += 1
             return
