@@ -249,6 +249,10 @@ def _mistake(case: str, tmp_path: Path) -> tuple[list[str], str]:
         models = [f"m{j}" for j in range(65)]
         folder = _write_wide(tmp_path / "wide", models, *_tables(20, 65))
         return ["evaluate", str(folder), "--pool", ",".join(models)], "--pool"
+    if case == "64-model pool, deep":
+        models = [f"m{j}" for j in range(64)]
+        folder = _write_wide(tmp_path / "wide64", models, *_tables(20, 64))
+        return ["evaluate", str(folder), "--pool", ",".join(models)], "--max-depth 4 or less"
     if case == "latin-1 csv":
         folder = _write_wide(tmp_path / "latin", ["a", "b"], *_tables(20, 2), "latin-1", "café")
         return ["evaluate", str(folder)], str(folder / "quality.csv")
@@ -272,6 +276,7 @@ MISTAKES = [
     "single model",
     "max depth 0",
     "65-model pool",
+    "64-model pool, deep",
     "latin-1 csv",
     "missing file",
     "missing folder",

@@ -289,10 +289,15 @@ def evaluate(
     total = len(strategies) * len(budgets)
     done = 0
     curves: dict[str, Curve] = {}
-    for key in strategies:
-        strat = make_strategy(
+    # Every strategy is built before any is fitted: a configuration its constructor refuses
+    # (say, a search over the work cap) fails at once, not after the others' fits.
+    built = {
+        key: make_strategy(
             key, tab, models, max_depth=max_depth, seed=seed, quality_bounds=quality_bounds
         )
+        for key in strategies
+    }
+    for key, strat in built.items():
         pq_cost = np.empty((len(budgets), test.size))
         pq_quality = np.empty((len(budgets), test.size))
         statuses, lams, gammas = [], [], []

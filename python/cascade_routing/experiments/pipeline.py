@@ -28,6 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 from tqdm import tqdm
 
+from ..engine import DEFAULT_MAX_WORK, largest_depth_within, search_work
 from ..validation import MAX_MODELS
 from . import datasets, real_estimators, simulation
 from .datasets import Dataset
@@ -311,6 +312,15 @@ def run_evaluation(
     progress: bool = False,
 ) -> Evaluation:
     """Fit every strategy at every budget on the training rows and replay it on the test rows."""
+    k = prepared.dataset.n_models
+    if "cascade_routing" in strategies and search_work(k, 0, max_depth, 128) > DEFAULT_MAX_WORK:
+        # The strategy would refuse it too (docs/algorithm.md §11); here the flag is named.
+        deepest = largest_depth_within(k, 128, DEFAULT_MAX_WORK)
+        raise UsageError(
+            f"--max-depth {max_depth}: cascade routing over {k} models could score "
+            f"{search_work(k, 0, max_depth, 1):,} supermodels per decision, over the work "
+            f"cap; pass --max-depth {deepest} or less"
+        )
     with progress_bar(progress, "fitting") as update, _user_errors():
         return evaluate(
             prepared.dataset,
