@@ -200,7 +200,8 @@ class _Http:
             f"POST {self.prefix}{path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         ).encode()
-        if self.idle:
+        reused = bool(self.idle)
+        if reused:
             reader, writer = self.idle.pop()
         else:
             if self.opened >= self.max_connections:
@@ -209,7 +210,15 @@ class _Http:
             reader, writer = await asyncio.open_connection(self.host, self.port)
         try:
             writer.write(head + body)
-            status = int((await reader.readline()).split()[1])
+            first = await reader.readline()
+            if not first and reused:
+                # The server closed this idle keep-alive connection (uvicorn: after 5 s) before
+                # reading the request: resend it on a fresh connection, as HTTP clients do.
+                writer.close()
+                reader, writer = await asyncio.open_connection(self.host, self.port)
+                writer.write(head + body)
+                first = await reader.readline()
+            status = int(first.split()[1])
             length = -1
             while True:
                 line = await reader.readline()
