@@ -280,6 +280,9 @@ class LearnedQuality:
         self.seed = check_int(seed, "seed", 0)
         self._cache: dict[Any, NDArray[np.float64]] = {}
         self._lock = threading.Lock()
+        # Lookup tables derived from the fitted state, built on first use.
+        self._conf_lookup: tuple[NDArray[np.float64], ...] | None = None
+        self._index: dict[str, int] | None = None
 
     # ------------------------------------------------------------------ parsing
 
@@ -294,13 +297,20 @@ class LearnedQuality:
                 "LearnedQuality is not fitted; call fit(queries, answers, quality) first"
             )
 
+    def _model_index(self) -> dict[str, int]:
+        """Column of each model name (built once per fitted state)."""
+        index = self._index
+        if index is None:
+            index = self._index = {m: j for j, m in enumerate(self.models_)}
+        return index
+
     def _parse_answers(self, answers: Any, n: int, k: int, *, full: bool) -> _Answers:
         if isinstance(answers, (str, bytes, Mapping)) or not isinstance(answers, Sequence):
             raise TypeError("answers must be a sequence with one row per query")
         if len(answers) != n:
             raise ValueError(f"answers has {len(answers)} rows; expected one per query ({n})")
         out = _Answers(n, k)
-        index = {m: j for j, m in enumerate(self.models_)}
+        index = self._model_index()
         for i, row in enumerate(answers):
             if isinstance(row, Mapping):
                 entries: list[Any] = [None] * k
@@ -521,24 +531,42 @@ class LearnedQuality:
                 mid = np.searchsorted(col, knots, "left") + np.searchsorted(col, knots, "right")
                 self.conf_knots_[j] = knots
                 self.conf_cdf_[j] = mid / (2.0 * col.size)
+        self._conf_lookup = None
         self.len_mean_, self.len_sd_ = stats(np.where(a.ran, a.length, np.nan))
         self.has_logprobs_ = bool(np.isfinite(a.lp_mean).any())
         self.lp_mean_mean_, self.lp_mean_sd_ = stats(a.lp_mean)
         self.lp_min_mean_, self.lp_min_sd_ = stats(a.lp_min)
 
+    def _conf_tables(self) -> tuple[NDArray[np.float64], ...]:
+        """Derived lookup tables of the confidence scores (built once per fitted state).
+
+        Every model's CDF knots, shifted so that the models' ranges do not overlap, form one
+        increasing table, so one ``np.interp`` call scores every model at once.
+        """
+        tables = self._conf_lookup
+        if tables is None:
+            lo, hi = self.conf_knots_[:, 0], self.conf_knots_[:, -1]
+            width = hi - lo + 1.0
+            shift = np.concatenate([[0.0], np.cumsum(width)[:-1]]) - lo
+            xs = (self.conf_knots_ + shift[:, None]).ravel()
+            tables = (lo, hi, shift, xs, self.conf_cdf_.ravel())
+            self._conf_lookup = tables
+        return tables
+
     def _conf_scores(self, conf: NDArray[np.float64]) -> NDArray[np.float64]:
-        """Normal scores ``Φ⁻¹(F_j(c))`` of confidences ``(m, k)`` under the training CDFs."""
+        """Normal scores ``Φ⁻¹(F_j(c))`` of finite confidences ``(m, k)`` (the CDF linear
+        between the knots of the training confidences, constant beyond them)."""
         from scipy.special import ndtri
 
-        out = np.empty_like(conf)
-        for j in range(conf.shape[1]):
-            out[:, j] = np.interp(conf[:, j], self.conf_knots_[j], self.conf_cdf_[j])
-        return np.asarray(ndtri(np.clip(out, _U_EPS, 1.0 - _U_EPS)), dtype=np.float64)
+        lo, hi, shift, xs, us = self._conf_tables()
+        flat = np.minimum(np.maximum(conf, lo), hi) + shift
+        u = np.interp(flat.ravel(), xs, us).reshape(conf.shape)
+        return np.asarray(ndtri(np.clip(u, _U_EPS, 1.0 - _U_EPS)), dtype=np.float64)
 
     def _standardised(self, a: _Answers) -> dict[str, NDArray[np.float64]]:
         """Per-answer features, standardised, missing -> 0 with an indicator."""
         finite = np.isfinite(a.conf)
-        z = self._conf_scores(np.nan_to_num(a.conf, nan=0.0, neginf=0.0, posinf=0.0))
+        z = self._conf_scores(np.where(finite, a.conf, self.conf_knots_[:, 0]))
         out = {
             "conf": np.where(finite, z, 0.0),
             "cmiss": (~finite).astype(np.float64),
@@ -563,9 +591,9 @@ class LearnedQuality:
         ran: NDArray[np.bool_],
     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Shared features ``(m, F)`` and per-target features ``(m, E, k)`` under ``ran``."""
-        k = ran.shape[1]
+        m, k = ran.shape
         r = ran.astype(np.float64)
-        iu0, iu1 = np.triu_indices(k, 1)
+        iu0, iu1 = _triu(k)
         blocks = [ante, r]
         blocks += [r * std[name] for name in ("conf", "cmiss", "len")]
         if self.has_logprobs_:
@@ -578,25 +606,29 @@ class LearnedQuality:
         share = others / max(k - 1, 1)  # share of the other models that have run
         frac = np.where(r > 0, cnt / np.maximum(others, 1.0), 0.0)
         largest = np.where(n_run > 0, (r * (cnt + 1.0)).max(axis=1) / np.maximum(n_run, 1.0), 0.0)
-        blocks.append(np.column_stack([n_run / k, largest]))
+        blocks += [(n_run / k)[:, None], largest[:, None]]
         # Per target j: how the target's own signals weigh, by how much else is known.
         own = r * std["conf"]
         # mean standardised confidence of the run models that agree with the target
         agree_conf = (ragree * std["conf"][:, None, :]).sum(axis=2) / np.maximum(others, 1.0)
-        extra = np.stack(
-            [frac, frac * share, own * share, r * std["cmiss"] * share, agree_conf], axis=1
-        )
-        return np.hstack(blocks), extra
+        extra = np.empty((m, 5, k))
+        extra[:, 0] = frac
+        extra[:, 1] = frac * share
+        extra[:, 2] = own * share
+        extra[:, 3] = r * std["cmiss"] * share
+        extra[:, 4] = agree_conf
+        return np.concatenate(blocks, axis=1), extra
 
     def _raw_logits(
         self, x: NDArray[np.float64], extra: NDArray[np.float64], ran: NDArray[np.bool_], g: int
     ) -> NDArray[np.float64]:
         """Stage-2 logits ``(m, k)`` of weight set ``g`` (a fold model, or the last: all data)."""
         w = self.W_[g]
-        we = self.w_extra_[g]
-        lo = x @ w[:, :, 0] + np.einsum("mek,ek->mk", extra, we[:, :, 0]) + self.b_[g, :, 0]
-        hi = x @ w[:, :, 1] + np.einsum("mek,ek->mk", extra, we[:, :, 1]) + self.b_[g, :, 1]
-        return np.asarray(np.where(ran, hi, lo), dtype=np.float64)
+        f, k = w.shape[0], w.shape[1]
+        both = (x @ w.reshape(f, 2 * k)).reshape(-1, k, 2)  # both models of every target
+        both += np.einsum("mek,eks->mks", extra, self.w_extra_[g])
+        both += self.b_[g]
+        return np.asarray(np.where(ran, both[:, :, 1], both[:, :, 0]), dtype=np.float64)
 
     def _calibrate(
         self, logits: NDArray[np.float64], ran: NDArray[np.bool_]
@@ -661,6 +693,7 @@ class LearnedQuality:
         if self.models is not None and len(self.models) != k:
             raise ValueError(f"quality has {k} columns but models names {len(self.models)} models")
         self.models_ = self.models or tuple(f"m{j}" for j in range(k))
+        self._index = None
         if self.max_depth is None and k > MAX_ALL_RUNSETS:
             raise ValueError(
                 f"{k} models have 2^{k} run-sets: pass max_depth (e.g. 5) to precompute the "
@@ -1235,6 +1268,17 @@ def _all_real(values: Any) -> bool:
     return arr.dtype.kind in "fiub" or (
         arr.dtype == object and all(isinstance(v, (int, float, np.number)) for v in arr.ravel())
     )
+
+
+_TRIU: dict[int, tuple[NDArray[np.intp], NDArray[np.intp]]] = {}
+
+
+def _triu(k: int) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """``np.triu_indices(k, 1)``, cached (it costs more than the rest of a feature row)."""
+    out = _TRIU.get(k)
+    if out is None:
+        out = _TRIU[k] = np.triu_indices(k, 1)
+    return out
 
 
 def _cholesky(cov: NDArray[np.float64]) -> NDArray[np.float64]:
