@@ -78,7 +78,7 @@ def test_dask_fit_from_parquet(benchmark, tmp_path) -> None:
 
         def fit() -> CascadeRouter:
             s = CascadeRouter(TwoPhaseQuality(dummy, dummy), TwoPhaseCost(dummy, dummy), MODELS)
-            return s.fit_distributed(client, tmp_path, budget=3.0, cache_bytes=CACHE_MIB << 20)
+            return D.fit_distributed(s, client, tmp_path, budget=3.0, cache_bytes=CACHE_MIB << 20)
 
         s = benchmark.pedantic(fit, rounds=1, iterations=1)
         peaks = client.run(_peak_rss_mib)

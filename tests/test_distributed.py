@@ -137,8 +137,8 @@ def test_dask_fit_equals_the_in_memory_fit(cls, bench, bench_parts, client) -> N
     rows = np.arange(q.shape[0])
     full = [[0] * len(models)] * q.shape[0]  # table estimators read the rows only
     for budget in budgets(c):
-        ours = cls(bench["qe"], bench["ce"], models).fit_distributed(
-            client, bench_parts, budget=budget
+        ours = D.fit_distributed(
+            cls(bench["qe"], bench["ce"], models), client, bench_parts, budget=budget
         )
         ref = cls(bench["qe"], bench["ce"], models).fit(rows, full, q, c, budget=budget)
         assert ours.fit_info_["replay_engine"] == "dask"
@@ -201,8 +201,14 @@ def test_per_step_and_given_order(bench, bench_parts, client) -> None:
     models, q, c = bench["models"], bench["quality"], bench["cost"]
     order = list(reversed(models))
     budget = budgets(c)[1]
-    ours = Cascade(bench["qe"], bench["ce"], models, order=order).fit_distributed(
-        client, bench_parts, budget=budget, lambdas="per_step", n_trials=6, seed=5
+    ours = D.fit_distributed(
+        Cascade(bench["qe"], bench["ce"], models, order=order),
+        client,
+        bench_parts,
+        budget=budget,
+        lambdas="per_step",
+        n_trials=6,
+        seed=5,
     )
     ref = Cascade(bench["qe"], bench["ce"], models, order=order).fit(
         np.arange(q.shape[0]),
@@ -235,8 +241,13 @@ def test_worker_cache_within_its_budget_same_fit(bench, bench_parts, client, par
         seen.append(client.run(D.cache_info))
 
     cache_bytes = 10**9 if parts_kept is None else parts_kept * part_bytes
-    ours = CascadeRouter(bench["qe"], bench["ce"], models).fit_distributed(
-        client, bench_parts, budget=budget, cache_bytes=cache_bytes, progress=progress
+    ours = D.fit_distributed(
+        CascadeRouter(bench["qe"], bench["ce"], models),
+        client,
+        bench_parts,
+        budget=budget,
+        cache_bytes=cache_bytes,
+        progress=progress,
     )
     assert fitted_state(ours) == fitted_state(ref)
     last = seen[-1].values()
@@ -255,7 +266,7 @@ def test_worker_cache_within_its_budget_same_fit(bench, bench_parts, client, par
         assert all(info[0] <= parts_kept for info in last)
     assert all(info == (0, 0, 0, 0) for info in client.run(D.cache_info).values())
     with pytest.raises(ValueError, match="cache_bytes"):
-        ours.fit_distributed(client, bench_parts, budget=budget, cache_bytes=-1)
+        D.fit_distributed(ours, client, bench_parts, budget=budget, cache_bytes=-1)
 
 
 # ------------------------------------------------------------------ memory per worker
@@ -279,7 +290,7 @@ def test_worker_memory_is_bounded_by_the_partition_not_the_log(client, tmp_path)
 
     def fit(name):
         s = CascadeRouter(TwoPhaseQuality(dummy, dummy), TwoPhaseCost(dummy, dummy), models)
-        return s.fit_distributed(client, tmp_path / name, budget=3.0, n_iter=2)
+        return D.fit_distributed(s, client, tmp_path / name, budget=3.0, n_iter=2)
 
     fit("small")  # imports and caches on the workers happen before tracing
     client.run(tracemalloc.start)
@@ -388,9 +399,9 @@ def test_bad_values_paths_clients_and_tables(small, client, tmp_path) -> None:
     with pytest.raises(ValueError, match="budget"):
         D.fit_distributed(strategy, client, path, budget=-1.0)
     with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) \['n_trails'\]"):
-        strategy.fit_distributed(client, path, budget=0.5, n_trails=3)
+        D.fit_distributed(strategy, client, path, budget=0.5, n_trails=3)
     with pytest.raises(ValueError, match="lambdas must be one of"):
-        strategy.fit_distributed(client, path, budget=0.5, lambdas="each")
+        D.fit_distributed(strategy, client, path, budget=0.5, lambdas="each")
     with pytest.raises(TypeError, match=r"missing \['true_cost'\]"):
         D.write_partitions(
             tmp_path / "m", models, **{k: v for k, v in t.items() if k != "true_cost"}

@@ -1,11 +1,10 @@
 """Fitting a strategy on a Dask cluster, from logged data in Parquet partitions.
 
-Reached as :meth:`Strategy.fit_distributed
-<cascade_routing.strategies.base.Strategy.fit_distributed>` (or :func:`fit_distributed`). The
-fit is the in-memory fit of :mod:`cascade_routing.strategies.fitting` (same bound doubling,
-bisection and γ; docs/algorithm.md §9) with a different replayer: each replay at one
-multiplier is a map over the partitions, where a worker reads one partition, runs the compiled
-two-phase replay on it exactly as
+The entry point is :func:`fit_distributed` (``fit_distributed(strategy, client, path,
+budget=...)``). The fit is the in-memory fit of :mod:`cascade_routing.strategies.fitting`
+(same bound doubling, bisection and γ; docs/algorithm.md §9) with a different replayer: each
+replay at one multiplier is a map over the partitions, where a worker reads one partition, runs
+the compiled two-phase replay on it exactly as
 :class:`~cascade_routing.strategies.replay.TableReplayer` does, and returns exact sums; the
 client adds them up. Per-query arrays never leave the workers.
 
@@ -138,8 +137,7 @@ def column(field: str, model: str) -> str:
 
 
 class DistributedFitOptions(FitOptions, total=False):
-    """:meth:`Strategy.fit_distributed
-    <cascade_routing.strategies.base.Strategy.fit_distributed>`'s options: those of
+    """:func:`fit_distributed`'s options: those of
     ``fit`` (:class:`~cascade_routing.strategies.fitting.FitOptions`) and ``cache_bytes``."""
 
     cache_bytes: int
@@ -630,9 +628,8 @@ def fit_distributed(
     cache_bytes: int = 0,
     **options: Unpack[ReplayFitOptions],
 ) -> Strategy:
-    """:meth:`Strategy.fit_distributed
-    <cascade_routing.strategies.base.Strategy.fit_distributed>`: fit ``strategy`` in place
-    on logged data in Parquet partitions, on a Dask cluster; returns the strategy.
+    """:meth:`Strategy.fit <cascade_routing.strategies.base.Strategy.fit>` on a Dask cluster:
+    fit ``strategy`` in place on logged data in Parquet partitions; returns the strategy.
 
     ``client`` is a ``dask.distributed.Client``; ``parquet_path`` a directory of partitions
     written by :func:`write_partitions` (or one file, or a list of files), readable by every

@@ -13,7 +13,8 @@ Where each part lives:
   :class:`EstimatorReplayer`, :class:`ReplayResult` and :class:`ReplayMeans` (what fitting
   reads of a replay);
 - :mod:`.fitting`: λ bisection, γ mixing and the per-step search, one function for every
-  replayer (in memory, or on a Dask cluster through :meth:`Strategy.fit_distributed`);
+  replayer (in memory, or on a Dask cluster through
+  :func:`cascade_routing.distributed.fit_distributed`, which sits above this package);
 - :mod:`.loop`: ``run`` / ``arun``, :class:`Step`, :class:`RunResult` and their errors;
 - :mod:`.persistence`: ``to_dict``, ``save`` and :func:`load_policy`.
 """

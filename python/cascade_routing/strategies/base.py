@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Union
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from .. import _backend, distributed
+from .. import _backend
 from .._reference import select_best
 from ..engine import DEFAULT_MAX_WORK, check_work, search_options, standard_normals
 from ..estimators import QualityEstimate, as_cost_estimate, as_quality_estimate
@@ -47,8 +47,6 @@ from . import fitting, loop, persistence, replay
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor
-
-    from typing_extensions import Unpack
 
     from .loop import RunResult
     from .replay import Replayer, ReplayResult
@@ -704,32 +702,6 @@ class Strategy:
             progress=progress,
         )
         return self
-
-    def fit_distributed(
-        self,
-        client: Any,
-        parquet_path: str | Path | Sequence[str | Path],
-        *,
-        budget: float,
-        **options: Unpack[distributed.DistributedFitOptions],
-    ) -> Strategy:
-        """:meth:`fit` on a Dask cluster, from logged data in Parquet partitions.
-
-        ``client`` is a ``dask.distributed.Client``; ``parquet_path`` a directory of
-        partitions (or one file, or a list of files) that every worker can read, written by
-        :func:`cascade_routing.distributed.write_partitions` or in its schema: per model, the
-        two-phase estimates and the logged quality and cost. Each replay is a map over the
-        partitions (one partition in a worker's memory per task) and a reduce of exact sums,
-        so the result is the in-memory fit's on the same data: the same λ, γ and expected
-        cost. The strategy's estimators are not used.
-
-        The keyword options are :meth:`fit`'s: ``lambdas``, ``n_iter``, ``n_trials``,
-        ``seed``, ``n_threads`` (threads of the compiled replay per task) and ``progress``;
-        and ``cache_bytes``: each worker may keep up to that many bytes of the partitions it
-        has read for the later replays of this fit (default 0: read them at every replay).
-        See docs/algorithm.md §9 and :func:`cascade_routing.distributed.fit_distributed`.
-        """
-        return distributed.fit_distributed(self, client, parquet_path, budget=budget, **options)
 
     # ------------------------------------------------------------------ persistence
 
