@@ -10,6 +10,7 @@ from __future__ import annotations
 from ._backend import available as available_backends
 from ._backend import backend, set_backend, use_backend
 from ._version import __version__
+from .answers import ModelAnswer
 from .engine import (
     DEFAULT_MAX_WORK,
     MAX_MODELS,
@@ -49,6 +50,7 @@ from .validation import UnknownModelError
 __all__ = [
     "DEFAULT_MAX_WORK",
     "MAX_MODELS",
+    "ModelAnswer",
     "AllModelsFailedError",
     "BatchSearchResult",
     "Cascade",

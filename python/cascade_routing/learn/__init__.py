@@ -12,7 +12,7 @@ Needs scikit-learn (the ``learn`` extra).
 
 from __future__ import annotations
 
-from .answers import ModelAnswer
+from ..answers import ModelAnswer
 from .cost import PriceTableCost
 from .persist import load_estimator, save_estimator
 from .quality import (

@@ -3,7 +3,7 @@
 Ex ante, model ``j``'s cost on a query is ``input tokens × price_in_j + predicted output
 tokens × price_out_j``, where the output length is predicted from the input length by a
 per-model least-squares line fitted on logged answers. Post hoc it is the observed cost of the
-:class:`~cascade_routing.learn.answers.ModelAnswer`.
+:class:`~cascade_routing.answers.ModelAnswer`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ..answers import ModelAnswer
 from ..validation import check_model_names, check_number, float_array, model_index
-from .answers import ModelAnswer
 
 logger = logging.getLogger(__name__)
 

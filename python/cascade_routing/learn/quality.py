@@ -64,6 +64,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ..answers import ModelAnswer
 from ..estimators import QualityEstimate
 from ..validation import (
     check_choice,
@@ -73,7 +74,6 @@ from ..validation import (
     float_array,
     model_index,
 )
-from .answers import ModelAnswer
 
 logger = logging.getLogger(__name__)
 

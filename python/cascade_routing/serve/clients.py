@@ -2,7 +2,7 @@
 
 :class:`OpenAIUpstreams` calls ``POST {base_url}/chat/completions`` of each configured model
 (see :mod:`cascade_routing.serve.config`) and returns a :class:`ServedAnswer`, a
-:class:`~cascade_routing.learn.answers.ModelAnswer` whose ``cost`` is measured: the response's
+:class:`~cascade_routing.answers.ModelAnswer` whose ``cost`` is measured: the response's
 ``usage.prompt_tokens × price_in + usage.completion_tokens × price_out``. A response without
 ``usage`` has ``cost=None`` (unknown), never a guess.
 
@@ -39,7 +39,7 @@ from typing import Any
 
 import httpx
 
-from ..learn.answers import ModelAnswer
+from ..answers import ModelAnswer
 from .config import ServeConfig, UpstreamConfig, parse_config
 
 log = logging.getLogger(__name__)

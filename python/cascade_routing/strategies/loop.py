@@ -3,7 +3,7 @@
 :func:`run` (threads, for blocking clients) and :func:`arun` (asyncio) share every step but
 the call itself. What each outcome does:
 
-- what a call returns: a :class:`~cascade_routing.learn.answers.ModelAnswer` (its ``cost``
+- what a call returns: a :class:`~cascade_routing.answers.ModelAnswer` (its ``cost``
   field is the cost; ``None`` means unknown), the documented tuple ``(answer, cost)``, or a
   bare answer (no cost given: the estimated cost is counted). A 2-tuple is always read as
   ``(answer, cost)``: return a ``ModelAnswer`` to pass a confidence with an answer;
@@ -53,7 +53,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..learn.answers import ModelAnswer
+from ..answers import ModelAnswer
 from ..validation import check_int, check_number, is_real
 
 if TYPE_CHECKING:
@@ -92,7 +92,7 @@ class Step:
     ``status`` is one of ``ok``, ``stop``, ``failed``, ``timeout`` (``actual_cost`` is
     ``None``; the estimated cost is counted), ``invalid`` (the model returned no answer),
     ``invalid_cost`` (an answer with an unusable cost: ``actual_cost`` is ``None``),
-    ``unknown_cost`` (a :class:`~cascade_routing.learn.answers.ModelAnswer` without a cost),
+    ``unknown_cost`` (a :class:`~cascade_routing.answers.ModelAnswer` without a cost),
     ``estimator_failed``, and ``call_cap``, ``cost_cap`` and ``deadline`` (the model was not
     called). A call of the ``fallback_model`` has NaN ``utility`` and ``lam`` and an empty
     ``supermodel`` (no plan chose it).
@@ -477,7 +477,7 @@ def run(
 ) -> RunResult:
     """Decide, call ``call_model(name, query)``, record, re-plan, until the strategy stops.
 
-    ``call_model`` returns a :class:`~cascade_routing.learn.answers.ModelAnswer` (its
+    ``call_model`` returns a :class:`~cascade_routing.answers.ModelAnswer` (its
     ``cost`` is the cost), ``(answer, cost)`` with the actual cost, or the bare answer. A
     call that raises, times out (``timeout`` seconds) or returns ``None`` is recorded as
     failed and that model is excluded; the loop re-plans without it. ``max_calls`` caps the

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..validation import is_real
+from .validation import is_real
 
 __all__ = ["ModelAnswer"]
 
