@@ -30,9 +30,13 @@ DEADLINE = 1.0
 
 CHILD = textwrap.dedent(
     """
-    import sys, time
+    import signal, sys, time
     import numpy as np
     from cascade_routing import _core
+
+    # Python's own Ctrl-C handler, even when the parent ignores SIGINT (a background job or a
+    # nohup'd CI run hands SIG_IGN down, and Python then installs no handler at all).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     kernel, n_threads = sys.argv[1], int(sys.argv[2])
     k = 30
