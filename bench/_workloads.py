@@ -7,6 +7,8 @@ Workload B: the same with lam = 0 (no supermodel is ever pruned: the exhaustive 
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,3 +72,16 @@ def same_batch(a: cr.BatchSearchResult, b: cr.BatchSearchResult, rows: int) -> b
         and np.array_equal(a.supermodel[:rows], b.supermodel[:rows])
         and np.allclose(a.utility[:rows], b.utility[:rows], rtol=1e-12, atol=1e-12)
     )
+
+
+def median_seconds(fn: Callable[[], Any], repeat: int = 2000, warmup: int = 100) -> float:
+    """Median wall time of ``fn()`` over ``repeat`` calls after ``warmup`` calls: the baseline
+    a benchmark compares itself with in the same run."""
+    for _ in range(warmup):
+        fn()
+    times = np.empty(repeat)
+    for i in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times[i] = time.perf_counter() - t
+    return float(np.median(times))

@@ -9,13 +9,13 @@ log-probability confidence and a parsed answer that agrees between correct model
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
 import pytest
 
 import cascade_routing as cr
+from _workloads import median_seconds
 from cascade_routing.learn import LearnedQuality, ModelAnswer
 
 K = 9
@@ -58,17 +58,6 @@ def fitted() -> tuple[LearnedQuality, dict[str, Any]]:
     train = logs(N_PREDICT_TRAIN, seed=0)
     est = LearnedQuality(seed=0).fit(train["queries"], train["answers"], train["quality"])
     return est, logs(200, seed=1)
-
-
-def median_seconds(fn: Any, repeat: int = 1000) -> float:
-    for _ in range(50):
-        fn()
-    times = np.empty(repeat)
-    for i in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times[i] = time.perf_counter() - t
-    return float(np.median(times))
 
 
 @pytest.mark.parametrize("n_answers", [0, 4, 9])

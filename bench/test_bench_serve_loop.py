@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from typing import Any
 
 import numpy as np
 import pytest
 
 import cascade_routing as cr
+from _workloads import median_seconds
 from cascade_routing.estimators import QualityEstimate
 
 MODELS = ["m0", "m1", "m2", "m3"]
@@ -73,17 +73,6 @@ def strategy() -> cr.CascadeRouter:
     return strat
 
 
-def _median_seconds(fn: Any, repeat: int = 3000) -> float:
-    for _ in range(200):
-        fn()
-    times = np.empty(repeat)
-    for i in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times[i] = time.perf_counter() - t
-    return float(np.median(times))
-
-
 def _baseline(strat: cr.CascadeRouter) -> Any:
     """The user's share of one query: the same estimator rounds and calls, nothing else."""
     q, c = strat.quality_estimator, strat.cost_estimator
@@ -120,7 +109,7 @@ def test_run_overhead(benchmark: Any, strategy: cr.CascadeRouter) -> None:
         assert len([s for s in result.trace if s.status == "ok"]) == CALLS
         if benchmark.enabled:
             total = benchmark.stats.stats.median
-            _report(benchmark, "run", total, _median_seconds(_baseline(strategy)))
+            _report(benchmark, "run", total, median_seconds(_baseline(strategy), 3000))
 
 
 def test_arun_overhead(benchmark: Any, strategy: cr.CascadeRouter) -> None:
@@ -139,7 +128,7 @@ def test_arun_overhead(benchmark: Any, strategy: cr.CascadeRouter) -> None:
                 async def nothing() -> None:
                     user()
 
-                base = _median_seconds(lambda: loop.run_until_complete(nothing()))
+                base = median_seconds(lambda: loop.run_until_complete(nothing()), 3000)
                 _report(benchmark, "arun", benchmark.stats.stats.median, base)
     finally:
         loop.close()

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import cascade_routing as cr
+from _workloads import median_seconds
 from cascade_routing.estimators import TwoPhaseCost, TwoPhaseQuality
 from cascade_routing.strategies import CascadeRouter
 
@@ -114,17 +115,6 @@ def test_fit_per_step_lambdas_200_trials(benchmark, data) -> None:
     assert abs(strat.fit_info_["expected_cost"] - budget_of(c)) < 1e-9
     if benchmark.enabled:
         assert benchmark.stats.stats.median < 30.0
-
-
-def median_seconds(fn, repeat: int = 2000) -> float:
-    for _ in range(100):
-        fn()
-    times = np.empty(repeat)
-    for i in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times[i] = time.perf_counter() - t
-    return float(np.median(times))
 
 
 def test_decision_overhead(benchmark, data) -> None:
