@@ -30,7 +30,11 @@ done
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-export PYTHONPATH=$root/python${PYTHONPATH:+:$PYTHONPATH}
+# The package Python imports (the installed one in CI); if none has a compiled _core, the
+# checkout's python/ directory (with an in-place build).
+if ! "$python" -c "import cascade_routing._core" 2>/dev/null; then
+    export PYTHONPATH=$root/python${PYTHONPATH:+:$PYTHONPATH}
+fi
 if [ "$sanitized" = 1 ]; then
     build=${CASCADE_ROUTING_ASAN_BUILD:-$root/build/asan}
     so=$(ls "$build"/_core*.so 2>/dev/null) || {
