@@ -6,6 +6,7 @@ the active backend (C++ by default; see :func:`cascade_routing.backend`).
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from collections import OrderedDict
@@ -59,14 +60,18 @@ def search_work(
     a model has run; with ``prefixes_only`` only the ``d - n_ran`` longer prefixes
     (docs/algorithm.md §11). Without uncertainty pass ``n_samples=1``.
     """
+    return _candidates(int(k), int(n_ran), max_depth, bool(prefixes_only)) * max(n_samples, 1)
+
+
+@functools.lru_cache(maxsize=1024)
+def _candidates(k: int, n_ran: int, max_depth: int | None, prefixes_only: bool) -> int:
+    """Candidates of :func:`search_work` (cached: every decision asks it again)."""
     free = k - n_ran
     depth = k if max_depth is None else min(max_depth, k)
     add = max(min(depth - n_ran, free), 0)
     if prefixes_only:
-        candidates = (1 if n_ran else 0) + add
-    else:
-        candidates = (1 if n_ran else 0) + sum(math.comb(free, i) for i in range(1, add + 1))
-    return candidates * max(n_samples, 1)
+        return (1 if n_ran else 0) + add
+    return (1 if n_ran else 0) + sum(math.comb(free, i) for i in range(1, add + 1))
 
 
 def largest_depth_within(
@@ -88,7 +93,9 @@ def check_work(
     prefixes_only: bool = False,
 ) -> int:
     """Raise ``ValueError`` naming ``max_depth`` if a decision could exceed ``max_work``."""
-    cap = check_int(max_work, "max_work", 1)
+    cap = (
+        max_work if type(max_work) is int and max_work >= 1 else check_int(max_work, "max_work", 1)
+    )
     work = search_work(k, n_ran, max_depth, n_samples, prefixes_only)
     if work > cap:
         deepest = largest_depth_within(k, n_samples, cap, prefixes_only)
@@ -149,11 +156,15 @@ def standard_normals(k: int, n_samples: int = 128, seed: int = 0) -> NDArray[np.
     """
     key = (k, n_samples, seed)
     if type(k) is int and type(n_samples) is int and type(seed) is int:  # bools: validate
-        with _normals_lock:
-            hit = _normals_cache.get(key)
-            if hit is not None:
+        # A hit needs no lock: get and move_to_end are each atomic on the OrderedDict; a key
+        # evicted between the two by another thread is still a valid array to return.
+        hit = _normals_cache.get(key)
+        if hit is not None:
+            try:
                 _normals_cache.move_to_end(key)
-                return hit
+            except KeyError:
+                pass
+            return hit
     check_int(k, "k", 1, MAX_MODELS)
     n = check_n_samples(n_samples)
     s = check_seed(seed)
@@ -196,6 +207,33 @@ def search_options(
     quality_bounds: Any,
 ) -> SearchOptions:
     """Validated :class:`SearchOptions` for ``k`` models with up to ``n_ran_max`` run."""
+    if (
+        (max_depth is None or type(max_depth) is int)
+        and type(force_order) is bool
+        and type(prefixes_only) is bool
+        and type(prune) is bool
+        and (rounding_digits is None or type(rounding_digits) is int)
+        and quality_bounds is None
+    ):
+        # The common call (plain Python values): validated once per distinct combination.
+        return _plain_search_options(
+            k, n_ran_max, max_depth, force_order, prefixes_only, prune, rounding_digits
+        )
+    return _search_options(
+        k, n_ran_max, max_depth, force_order, prefixes_only, prune, rounding_digits, quality_bounds
+    )
+
+
+def _search_options(
+    k: int,
+    n_ran_max: int,
+    max_depth: Any,
+    force_order: Any,
+    prefixes_only: Any,
+    prune: Any,
+    rounding_digits: Any,
+    quality_bounds: Any,
+) -> SearchOptions:
     if max_depth is None:
         depth = k
     else:
@@ -215,6 +253,23 @@ def search_options(
         digits=-1 if digits is None else digits,
         quality_lower=lower,
         quality_upper=upper,
+    )
+
+
+@functools.lru_cache(maxsize=256, typed=True)
+def _plain_search_options(
+    k: int,
+    n_ran_max: int,
+    max_depth: int | None,
+    force_order: bool,
+    prefixes_only: bool,
+    prune: bool,
+    rounding_digits: int | None,
+) -> SearchOptions:
+    # Only plain ints, bools and None reach here (see search_options), so equal keys are
+    # equal arguments; SearchOptions is frozen, so sharing one is safe.
+    return _search_options(
+        k, n_ran_max, max_depth, force_order, prefixes_only, prune, rounding_digits, None
     )
 
 
