@@ -254,3 +254,17 @@ def test_huge_n_threads_is_refused_on_every_backend(backend: str) -> None:
     with cr.use_backend(backend):
         with pytest.raises(ValueError, match="n_threads"):
             cr.search_supermodel_batch([[0.1, 0.2]], [[0.1, 0.2]], 0.1, n_threads=2**40)
+
+
+def test_cached_options_never_stand_in_for_a_bool_or_float() -> None:
+    """Options of plain calls are cached; a bool or float that equals a cached int must still
+    be refused, and a cached search must give the uncached answer."""
+    q, c = np.array([0.2, 0.6, 0.9]), np.array([1.0, 2.0, 3.0])
+    first = cr.search_supermodel(q, c, 0.1, max_depth=1)
+    assert cr.search_supermodel(q, c, 0.1, max_depth=1).supermodel == first.supermodel
+    with pytest.raises(TypeError, match="max_depth"):
+        cr.search_supermodel(q, c, 0.1, max_depth=True)
+    with pytest.raises(TypeError, match="max_depth"):
+        cr.search_supermodel(q, c, 0.1, max_depth=1.0)
+    with pytest.raises(ValueError, match="max_depth"):
+        cr.search_supermodel(q, c, 0.1, max_depth=1, ran=[0, 1])

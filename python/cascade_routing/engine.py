@@ -216,8 +216,8 @@ def search_options(
         and quality_bounds is None
     ):
         # The common call (plain Python values): validated once per distinct combination.
-        return _plain_search_options(
-            k, n_ran_max, max_depth, force_order, prefixes_only, prune, rounding_digits
+        return _cached_search_options(
+            k, n_ran_max, max_depth, force_order, prefixes_only, prune, rounding_digits, None
         )
     return _search_options(
         k, n_ran_max, max_depth, force_order, prefixes_only, prune, rounding_digits, quality_bounds
@@ -256,21 +256,9 @@ def _search_options(
     )
 
 
-@functools.lru_cache(maxsize=256, typed=True)
-def _plain_search_options(
-    k: int,
-    n_ran_max: int,
-    max_depth: int | None,
-    force_order: bool,
-    prefixes_only: bool,
-    prune: bool,
-    rounding_digits: int | None,
-) -> SearchOptions:
-    # Only plain ints, bools and None reach here (see search_options), so equal keys are
-    # equal arguments; SearchOptions is frozen, so sharing one is safe.
-    return _search_options(
-        k, n_ran_max, max_depth, force_order, prefixes_only, prune, rounding_digits, None
-    )
+#: Only plain ints, bools and None reach it (see search_options), so equal keys are equal
+#: arguments; SearchOptions is frozen, so sharing one is safe.
+_cached_search_options = functools.lru_cache(maxsize=256, typed=True)(_search_options)
 
 
 def _check_lam(lam: Any, n: int | None) -> NDArray[np.float64]:
