@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import sys
 import types
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -197,14 +198,25 @@ def _valid_args(
     ], {"n_threads": 1}
 
 
+def _cast(a: np.ndarray, dtype: Any) -> np.ndarray:
+    """``a`` as ``dtype``, or ``a`` itself where NumPy cannot cast it (an object array of
+    Python ints to uint8, complex to float): building the input is not the code under test."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return a.astype(dtype)
+    except (OverflowError, TypeError, ValueError):
+        return a
+
+
 def _mutate_array(fdp: atheris.FuzzedDataProvider, a: np.ndarray) -> Any:
     op = fdp.ConsumeIntInRange(0, 6)
     if op == 0:
-        return a.astype(fdp.PickValueInList(list(_DTYPES)))
+        return _cast(a, fdp.PickValueInList(list(_DTYPES)))
     if op == 1:  # another shape (at most 12 per side: no search can grow long)
         ndim = fdp.ConsumeIntInRange(0, 3)
         shape = tuple(fdp.ConsumeIntInRange(0, 12) for _ in range(ndim))
-        return np.resize(a.astype(np.float64), shape)
+        return np.resize(_cast(a, np.float64), shape)
     if op == 2:  # non-contiguous view
         return np.repeat(a, 2, axis=-1)[..., ::2] if a.ndim else a
     if op == 3:  # unaligned copy
@@ -218,12 +230,15 @@ def _mutate_array(fdp: atheris.FuzzedDataProvider, a: np.ndarray) -> Any:
         b = a.copy()
         b.flags.writeable = False
         return b
-    b = a.astype(np.float64) if a.dtype != np.float64 else a.copy()
+    b = _cast(a, np.float64)
+    if b.dtype != np.float64:  # not castable: nothing to poison
+        return a
+    b = b.copy() if b is a else b
     if b.size:
         flat = b.reshape(-1)
         for _ in range(fdp.ConsumeIntInRange(1, 3)):
             flat[fdp.ConsumeIntInRange(0, b.size - 1)] = fdp.PickValueInList(list(_SPECIAL))
-    return b if op == 5 else b.astype(a.dtype)
+    return b if op == 5 else _cast(b, a.dtype)
 
 
 def _mutate(fdp: atheris.FuzzedDataProvider, args: list[Any], kwargs: dict[str, Any]) -> None:
