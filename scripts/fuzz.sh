@@ -14,6 +14,8 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 python=${PYTHON:-python}
 seconds=60
+# A fixed seed makes a CI run repeatable; explore with FUZZ_SEED=0 (random) or other seeds.
+seed=${FUZZ_SEED:-1}
 sanitized=0
 for arg in "$@"; do
     case $arg in
@@ -56,7 +58,7 @@ cd "$work"
 for target in bindings policy; do
     echo "== fuzz_$target.py for ${seconds}s"
     mkdir -p "$work/new-$target"
-    "$python" "$root/fuzz/fuzz_$target.py" -max_total_time="$seconds" -timeout=10 \
+    "$python" "$root/fuzz/fuzz_$target.py" -max_total_time="$seconds" -timeout=10 -seed="$seed" \
         -rss_limit_mb=4096 -print_final_stats=1 -artifact_prefix="$root/fuzz/findings/" \
         "$work/new-$target" "$root/fuzz/corpus/$target"
 done
