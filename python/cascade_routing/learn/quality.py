@@ -765,6 +765,20 @@ class LearnedQuality:
                     # Each query weighs 1 in total however many run-sets it appears under,
                     # so the penalty C_post acts on the number of queries, not of copies.
                     copies = np.bincount(rg[sel], minlength=n)[rg[sel]]
+                    # Fold models after the first start from the previous one, the model of
+                    # all data from their mean: the same optimum in fewer Newton steps.
+                    start = None
+                    if g > 0:
+                        prev = slice(0, g) if g == self.n_folds else slice(g - 1, g)
+                        start = (
+                            np.concatenate(
+                                [
+                                    self.W_[prev, :, j, s].mean(axis=0),
+                                    self.w_extra_[prev, :, j, s].mean(axis=0),
+                                ]
+                            ),
+                            float(self.b_[prev, j, s].mean()),
+                        )
                     w, b = _logistic(
                         xs,
                         yg[sel, j],
@@ -772,6 +786,7 @@ class LearnedQuality:
                         self.seed,
                         dense=True,
                         weight=1.0 / np.maximum(copies, 1),
+                        start=start,
                     )
                     self.W_[g, :, j, s] = w[:n_feat]
                     self.w_extra_[g, :, j, s] = w[n_feat:]
@@ -1299,12 +1314,15 @@ def _logistic(
     *,
     dense: bool = False,
     weight: NDArray[np.float64] | None = None,
+    start: tuple[NDArray[np.float64], float] | None = None,
 ) -> tuple[NDArray[np.float64], float]:
     """Weights and intercept of an L2 logistic regression on labels in ``[0, 1]``.
 
     Fractional labels are fitted as two weighted copies of each row (label 1 with weight
     ``y``, label 0 with weight ``1 − y``), times the row's ``weight``. A single class gives
-    zero weights and the logit of the (clipped) mean.
+    zero weights and the logit of the (clipped) mean. ``start`` (weights and intercept on
+    the unstandardised columns, e.g. a model of overlapping data) is where the solver starts:
+    the optimum is the same, reached in fewer Newton steps.
     """
     from sklearn.linear_model import LogisticRegression
 
@@ -1325,6 +1343,13 @@ def _logistic(
         x = (x - mu) / sd
     solver = "newton-cholesky" if dense else "lbfgs"
     model = LogisticRegression(C=C, max_iter=300, tol=1e-6, solver=solver, random_state=seed)
+    if start is not None and np.all(np.isfinite(start[0])) and math.isfinite(start[1]):
+        w0, b0 = np.asarray(start[0], dtype=np.float64), float(start[1])
+        if mu is not None and sd is not None:  # into the standardised columns
+            b0 += float(w0 @ mu)
+            w0 = w0 * sd
+        model.set_params(warm_start=True)
+        model.coef_, model.intercept_ = w0[None, :], np.array([b0])
     if binary:
         model.fit(x, y.astype(np.int64), sample_weight=weight)
     else:
