@@ -113,6 +113,19 @@ def _bounds(text: str) -> tuple[float, float]:
     return low, high
 
 
+def _seeds(text: str) -> list[int]:
+    """``--seeds``: comma-separated split seeds, e.g. 0,1,2."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes seeds like 0,1,2 (got {text!r})") from None
+    if not seeds or any(s < 0 or s > 2**32 - 1 for s in seeds):
+        raise argparse.ArgumentTypeError(f"takes seeds between 0 and 2**32-1 (got {text!r})")
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"repeats a seed ({text!r}); each seed is one split")
+    return seeds
+
+
 def _pools(text: str) -> list[int]:
     """``--pools``: comma-separated paper pool sizes."""
     try:
@@ -147,12 +160,50 @@ def _pipeline() -> ModuleType:
     return pipeline
 
 
+def _check_evaluate_flags(args: argparse.Namespace) -> None:
+    """Flag combinations that cannot mean anything, refused before any work."""
+    learned = args.estimators == "learned"
+    if args.seeds is not None and args.seed is not None:
+        raise CliError(
+            "--seed and --seeds: give one (--seeds evaluates one random split per seed)"
+        )
+    if args.plot is not None and not learned:
+        raise CliError(
+            "--plot draws the calibration of the learned estimators; add --estimators learned"
+        )
+    if learned and args.noise is not None:
+        raise CliError("--noise sets the simulated estimators; it has no effect with learned ones")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    _check_evaluate_flags(args)
     pipe = _pipeline()
+    if args.estimators == "learned" or args.seeds is not None:
+        run = pipe.evaluate_splits(
+            args.dataset,
+            estimators=args.estimators,
+            seeds=args.seeds if args.seeds is not None else [args.seed or 0],
+            pool=args.pool,
+            noise=args.noise or "medium",
+            test_size=args.test_size,
+            split=args.split,
+            benchmarks=args.benchmarks,
+            strategies=args.strategies,
+            max_depth=args.max_depth,
+            lambdas=args.lambdas,
+            n_trials=args.trials,
+            n_boot=args.bootstrap,
+            n_threads=args.threads,
+            quality_bounds=args.quality_bounds,
+            progress=args.progress,
+        )
+        print(pipe.write_splits_report(run, args.out, args.json, args.plot))
+        return 0
+    args.seed = args.seed or 0
     prepared = pipe.prepare(
         args.dataset,
         pool=args.pool,
-        noise=args.noise,
+        noise=args.noise or "medium",
         seed=args.seed,
         test_size=args.test_size,
         split=args.split,
@@ -177,6 +228,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     pipe = _pipeline()
+    args.seed = args.seed or 0
     started = time.perf_counter()
     results = pipe.reproduce(
         args.dataset,
@@ -246,8 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--seed",
             type=_int_type(0, 2**32 - 1),
-            default=0,
-            help="seed of estimators, splits, fits and bootstrap",
+            default=None,
+            help="seed of estimators, splits, fits and bootstrap (default 0)",
         )
         p.add_argument(
             "--bootstrap",
@@ -274,9 +326,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument(
         "--noise",
-        default="medium",
+        default=None,
         choices=sorted(NOISE_LEVELS),
-        help="noise of the simulated estimators (data without confidences)",
+        help="noise of the simulated estimators (data without confidences; default medium)",
+    )
+    ev.add_argument(
+        "--estimators",
+        choices=["tables", "learned"],
+        default="tables",
+        help="tables: estimators built from what the data declares, or the paper's simulated "
+        "ones; learned: cascade_routing.learn fitted on each split's training rows "
+        "(docs/estimators.md §10)",
+    )
+    ev.add_argument(
+        "--seeds",
+        type=_seeds,
+        help="one random split per seed, e.g. 0,1,2: mean AUC with bootstrap intervals",
+    )
+    ev.add_argument(
+        "--plot",
+        metavar="PATH",
+        help="with --estimators learned: write the reliability diagram of every model here",
     )
     ev.add_argument(
         "--strategies",

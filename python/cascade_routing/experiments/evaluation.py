@@ -24,6 +24,7 @@ from ..strategies import Cascade, CascadeRouter, Router, Strategy, ThresholdCasc
 from ..validation import check_int, check_rows
 from .datasets import Dataset
 from .metrics import (
+    auc,
     auc_from_queries,
     bootstrap_auc,
     budget_grid,
@@ -35,7 +36,17 @@ from .tables import TwoPhaseTables
 
 log = logging.getLogger(__name__)
 
-__all__ = ["STRATEGY_LABELS", "Curve", "Evaluation", "evaluate", "make_strategy"]
+__all__ = [
+    "STRATEGY_LABELS",
+    "Curve",
+    "Evaluation",
+    "SplitSummary",
+    "build_strategy",
+    "evaluate",
+    "evaluate_strategies",
+    "make_strategy",
+    "summarize_splits",
+]
 
 #: The interval of a curve when the bootstrap is switched off (``n_boot=0``).
 NO_INTERVAL = (math.nan, math.nan)
@@ -56,8 +67,29 @@ def make_strategy(
     training cost). Cascade routing uses ``max_depth`` and ``force_order=False`` as in the
     paper; the cascades may run every model.
     """
-    qe = tables.quality_estimator()
-    ce = tables.cost_estimator()
+    return build_strategy(
+        key,
+        tables.quality_estimator(),
+        tables.cost_estimator(),
+        models,
+        max_depth=max_depth,
+        seed=seed,
+        quality_bounds=quality_bounds,
+    )
+
+
+def build_strategy(
+    key: str,
+    quality_estimator: Any,
+    cost_estimator: Any,
+    models: Sequence[str],
+    *,
+    max_depth: int | None = 5,
+    seed: int = 0,
+    quality_bounds: tuple[float, float] | None = None,
+) -> Strategy:
+    """One strategy over any estimators, configured as :func:`make_strategy`."""
+    qe, ce = quality_estimator, cost_estimator
     common: dict[str, Any] = {"order": "given", "seed": seed, "quality_bounds": quality_bounds}
     if key == "routing":
         return Router(qe, ce, models, **common)
@@ -68,6 +100,10 @@ def make_strategy(
     if key == "cascade_routing":
         return CascadeRouter(qe, ce, models, max_depth=max_depth, force_order=False, **common)
     raise ValueError(f"unknown strategy {key!r}; use one of {list(STRATEGY_LABELS)}")
+
+
+def _no_rows() -> NDArray[np.float64]:
+    return np.zeros((0, 0))
 
 
 @dataclass
@@ -103,6 +139,8 @@ class Evaluation:
     curves: dict[str, Curve]
     settings: dict[str, Any]
     seconds: float
+    per_query_single_cost: NDArray[np.float64] = field(repr=False, default_factory=_no_rows)
+    per_query_single_quality: NDArray[np.float64] = field(repr=False, default_factory=_no_rows)
 
     def auc_table(self) -> list[tuple[str, float, float, float]]:
         """Rows ``(strategy, AUC×100, CI low×100, CI high×100)``; linear first."""
@@ -277,11 +315,65 @@ def evaluate(
     perm = np.argsort(dataset.cost[train].mean(axis=0), kind="stable")
     data = dataset.select_models([dataset.models[i] for i in perm])
     tab = tables.select_models(perm)
+    k = data.n_models
+    return evaluate_strategies(
+        data,
+        lambda key: make_strategy(
+            key, tab, data.models, max_depth=max_depth, seed=seed, quality_bounds=quality_bounds
+        ),
+        train,
+        test,
+        [[True] * k] * dataset.n_queries,  # every model's answer is in the log
+        strategies=strategies,
+        per_segment=per_segment,
+        max_depth=max_depth,
+        lambdas=lambdas,
+        n_trials=n_trials,
+        n_boot=n_boot,
+        alpha=alpha,
+        seed=seed,
+        n_threads=n_threads,
+        name=name,
+        progress=progress,
+        quality_bounds=quality_bounds,
+        started=started,
+    )
+
+
+def evaluate_strategies(
+    data: Dataset,
+    build: Callable[[str], Strategy],
+    train: NDArray[np.int64],
+    test: NDArray[np.int64],
+    answers: Sequence[Sequence[Any]],
+    *,
+    strategies: Sequence[str] = tuple(STRATEGY_LABELS),
+    per_segment: int = 10,
+    max_depth: int | None = 5,
+    lambdas: str = "constant",
+    n_trials: int = 200,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+    n_threads: int = 1,
+    name: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    quality_bounds: tuple[float, float] | None = None,
+    started: float | None = None,
+) -> Evaluation:
+    """The loop of :func:`evaluate` over strategies built by ``build(key)``.
+
+    The queries the strategies see are the row indices of ``data`` (whose models are in
+    cascade order); ``answers[r]`` is row ``r``'s answers of every model. Arguments are
+    checked by the callers (:func:`evaluate`,
+    :func:`~cascade_routing.experiments.learned_evaluation.evaluate_learned`).
+    """
+    started = time.perf_counter() if started is None else started
     models = data.models
-    k = len(models)
-    answers = [[True] * k] * dataset.n_queries  # every model's answer is in the log
     q_train, c_train = data.quality[train], data.cost[train]
     q_test, c_test = data.quality[test], data.cost[test]
+    a_train = [answers[int(r)] for r in train]
+    a_test = [answers[int(r)] for r in test]
     single_cost, single_quality = c_test.mean(axis=0), q_test.mean(axis=0)
     # Budgets are evaluation points on the test hull, as the reference places them; every
     # fit sees only training data.
@@ -291,12 +383,7 @@ def evaluate(
     curves: dict[str, Curve] = {}
     # Every strategy is built before any is fitted: a configuration its constructor refuses
     # (say, a search over the work cap) fails at once, not after the others' fits.
-    built = {
-        key: make_strategy(
-            key, tab, models, max_depth=max_depth, seed=seed, quality_bounds=quality_bounds
-        )
-        for key in strategies
-    }
+    built = {key: build(key) for key in strategies}
     for key, strat in built.items():
         pq_cost = np.empty((len(budgets), test.size))
         pq_quality = np.empty((len(budgets), test.size))
@@ -306,7 +393,7 @@ def evaluate(
             t0 = time.perf_counter()
             strat.fit(
                 train,
-                [answers[0]] * train.size,
+                a_train,
                 q_train,
                 c_train,
                 budget=float(budget),
@@ -316,7 +403,7 @@ def evaluate(
                 n_threads=n_threads,
             )
             t1 = time.perf_counter()
-            res = strat.replay(test, [answers[0]] * test.size, q_test, c_test, n_threads=n_threads)
+            res = strat.replay(test, a_test, q_test, c_test, n_threads=n_threads)
             replay_s += time.perf_counter() - t1
             fit_s += t1 - t0
             pq_cost[b] = res.cost
@@ -359,7 +446,7 @@ def evaluate(
             replay_s,
         )
     return Evaluation(
-        name=name or dataset.name,
+        name=name or data.name,
         models=tuple(models),
         n_train=int(train.size),
         n_test=int(test.size),
@@ -367,6 +454,8 @@ def evaluate(
         single_quality=single_quality,
         linear_auc=linear_baseline_auc(single_cost, single_quality),
         curves=curves,
+        per_query_single_cost=c_test,
+        per_query_single_quality=q_test,
         settings={
             "strategies": list(strategies),
             "per_segment": per_segment,
@@ -380,3 +469,151 @@ def evaluate(
         },
         seconds=time.perf_counter() - started,
     )
+
+
+# --------------------------------------------------------------------------- several splits
+
+
+@dataclass
+class SplitSummary:
+    """The mean AUC of each method over several splits, with bootstrap intervals.
+
+    ``auc[m]`` is the mean over splits of method ``m``'s AUC (``"linear"`` included), a
+    fraction; ``ci[m]`` its percentile bootstrap interval: each replicate resamples the test
+    queries of every split independently (the same draw for every method, budget and single
+    model of a split) and averages the splits' AUCs. ``gap`` is cascade routing minus the best
+    other method (by mean AUC, named in ``best_other``), with its interval from the same
+    paired replicates; ``None`` without cascade routing or another method.
+    """
+
+    name: str
+    seeds: list[int]
+    per_split: dict[str, list[float]]
+    auc: dict[str, float]
+    ci: dict[str, tuple[float, float]]
+    best_other: str | None
+    gap: float | None
+    gap_ci: tuple[float, float]
+    n_boot: int
+    alpha: float
+
+    def format_table(self) -> str:
+        """AUC ×100 per method: mean over splits, interval, each split; then CR − best other."""
+        level = int(round(100 * (1 - self.alpha)))
+        ci_head = f"{level}% bootstrap CI" if self.n_boot else "(no bootstrap)"
+        seeds = ",".join(str(s) for s in self.seeds)
+        lines = [
+            f"mean AUC x100 over {len(self.seeds)} split(s) (seeds {seeds})",
+            f"{'strategy':<20} {'AUC x100':>9}   {ci_head:>20}   per split",
+        ]
+        for key, value in self.auc.items():
+            low, high = self.ci[key]
+            ci = "" if math.isnan(low) else f"[{100 * low:6.2f}, {100 * high:6.2f}]"
+            each = " ".join(f"{100 * v:.2f}" for v in self.per_split[key])
+            label = STRATEGY_LABELS.get(key, key)
+            lines.append(f"{label:<20} {100 * value:9.2f}   {ci:>20}   {each}")
+        if self.gap is not None and self.best_other is not None:
+            low, high = self.gap_ci
+            ci = "" if math.isnan(low) else f"[{100 * low:+6.2f}, {100 * high:+6.2f}]"
+            other = STRATEGY_LABELS.get(self.best_other, self.best_other)
+            lines.append(f"{'CR - best other':<20} {100 * self.gap:+9.2f}   {ci:>20}   ({other})")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        def interval(pair: tuple[float, float]) -> list[float] | None:
+            return None if math.isnan(pair[0]) else [float(pair[0]), float(pair[1])]
+
+        return {
+            "dataset": self.name,
+            "seeds": list(self.seeds),
+            "auc": dict(self.auc),
+            "ci": {key: interval(pair) for key, pair in self.ci.items()},
+            "per_split": {key: list(v) for key, v in self.per_split.items()},
+            "best_other": self.best_other,
+            "cr_minus_best_other": self.gap,
+            "cr_minus_best_other_ci": interval(self.gap_ci),
+            "n_boot": self.n_boot,
+            "alpha": self.alpha,
+        }
+
+
+def summarize_splits(
+    evaluations: Sequence[Evaluation],
+    seeds: Sequence[int],
+    *,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> SplitSummary:
+    """Mean AUC over the splits of ``evaluations`` (one per seed) with bootstrap intervals.
+
+    See :class:`SplitSummary`. Every evaluation must cover the same strategies.
+    """
+    if not evaluations or len(evaluations) != len(seeds):
+        raise ValueError("give one evaluation per seed (at least one)")
+    n_boot = check_int(n_boot, "n_boot (0 switches the intervals off)", 0)
+    if n_boot == 1:
+        raise ValueError("n_boot must be 0 (no intervals) or at least 2, got 1")
+    keys = ["linear", *evaluations[0].curves]
+    if any(list(ev.curves) != keys[1:] for ev in evaluations):
+        raise ValueError("every split must evaluate the same strategies")
+    per_split = {
+        key: [ev.linear_auc if key == "linear" else ev.curves[key].auc for ev in evaluations]
+        for key in keys
+    }
+    mean = {key: float(np.mean(values)) for key, values in per_split.items()}
+    others = [key for key in keys if key != "cascade_routing"]
+    best = max(others, key=lambda key: mean[key]) if "cascade_routing" in keys else None
+    gap = None if best is None else mean["cascade_routing"] - mean[best]
+    ci = {key: NO_INTERVAL for key in keys}
+    gap_ci = NO_INTERVAL
+    if n_boot:
+        reps = np.zeros((n_boot, len(keys)))
+        rng = np.random.default_rng(seed)
+        for ev in evaluations:
+            reps += _replicates(ev, keys, n_boot, rng) / len(evaluations)
+        q = [alpha / 2.0, 1.0 - alpha / 2.0]
+        for c, key in enumerate(keys):
+            low, high = np.quantile(reps[:, c], q)
+            ci[key] = (float(low), float(high))
+        if best is not None:
+            diff = reps[:, keys.index("cascade_routing")] - reps[:, keys.index(best)]
+            low, high = np.quantile(diff, q)
+            gap_ci = (float(low), float(high))
+    return SplitSummary(
+        name=evaluations[0].name,
+        seeds=[int(s) for s in seeds],
+        per_split=per_split,
+        auc=mean,
+        ci=ci,
+        best_other=best,
+        gap=gap,
+        gap_ci=gap_ci,
+        n_boot=n_boot,
+        alpha=alpha,
+    )
+
+
+def _replicates(
+    ev: Evaluation, keys: Sequence[str], n_boot: int, rng: np.random.Generator
+) -> NDArray[np.float64]:
+    """``(n_boot, len(keys))`` AUCs of one split, each replicate one draw of its test queries."""
+    first = next(iter(ev.curves.values()))
+    n = first.per_query_cost.shape[1]
+    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64) / n
+    single_c = counts @ ev.per_query_single_cost  # (n_boot, k)
+    single_q = counts @ ev.per_query_single_quality
+    out = np.empty((n_boot, len(keys)))
+    for c, key in enumerate(keys):
+        if key == "linear":
+            for r in range(n_boot):
+                out[r, c] = linear_baseline_auc(single_c[r], single_q[r])
+            continue
+        curve = ev.curves[key]
+        cost = counts @ curve.per_query_cost.T  # (n_boot, n_budgets)
+        quality = counts @ curve.per_query_quality.T
+        for r in range(n_boot):
+            out[r, c] = auc(
+                cost[r], quality[r], single_c[r].min(), single_c[r].max(), single_q[r].min()
+            )
+    return out

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -32,7 +33,14 @@ from ..engine import DEFAULT_MAX_WORK, largest_depth_within, search_work
 from ..validation import MAX_MODELS
 from . import datasets, real_estimators, simulation
 from .datasets import Dataset
-from .evaluation import Evaluation, evaluate
+from .evaluation import Evaluation, SplitSummary, evaluate, summarize_splits
+from .learned_evaluation import (
+    LEARNED_MAX_MODELS,
+    LearnedSplit,
+    calibration_plot,
+    evaluate_learned,
+    learned_inputs,
+)
 from .published import PAPER_AUC, REFERENCE_SUBSET_AUC
 from .settings import NOISE_LEVELS, PAPER_POOLS, ROUTERBENCH_MODELS, STRATEGY_LABELS
 from .tables import TwoPhaseTables, with_reference_variance_quirk
@@ -41,15 +49,23 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "ESTIMATORS",
+    "ESTIMATOR_CHOICES",
     "Prepared",
+    "SplitsRun",
     "UsageError",
+    "evaluate_splits",
     "list_datasets",
     "prepare",
     "reproduce",
     "reproduce_table",
     "run_evaluation",
     "write_report",
+    "write_splits_report",
 ]
+
+#: ``--estimators``: the tables built from what the data declares (or the paper's simulated
+#: ones), or the estimators of :mod:`cascade_routing.learn` fitted on each split.
+ESTIMATOR_CHOICES = ("tables", "learned")
 
 #: Models kept (spread over the cost range) when a dataset has more than 11 and no pool is given.
 SPREAD_POOL_SIZE = 10
@@ -312,15 +328,7 @@ def run_evaluation(
     progress: bool = False,
 ) -> Evaluation:
     """Fit every strategy at every budget on the training rows and replay it on the test rows."""
-    k = prepared.dataset.n_models
-    if "cascade_routing" in strategies and search_work(k, 0, max_depth, 128) > DEFAULT_MAX_WORK:
-        # The strategy would refuse it too (docs/algorithm.md §11); here the flag is named.
-        deepest = largest_depth_within(k, 128, DEFAULT_MAX_WORK)
-        raise UsageError(
-            f"--max-depth {max_depth}: cascade routing over {k} models could score "
-            f"{search_work(k, 0, max_depth, 1):,} supermodels per decision, over the work "
-            f"cap; pass --max-depth {deepest} or less"
-        )
+    _check_depth(prepared.dataset.n_models, strategies, max_depth)
     with progress_bar(progress, "fitting") as update, _user_errors():
         return evaluate(
             prepared.dataset,
@@ -337,6 +345,17 @@ def run_evaluation(
             progress=update,
             name=prepared.dataset.name,
             quality_bounds=quality_bounds,
+        )
+
+
+def _check_depth(k: int, strategies: Sequence[str], max_depth: int | None) -> None:
+    if "cascade_routing" in strategies and search_work(k, 0, max_depth, 128) > DEFAULT_MAX_WORK:
+        # The strategy would refuse it too (docs/algorithm.md §11); here the flag is named.
+        deepest = largest_depth_within(k, 128, DEFAULT_MAX_WORK)
+        raise UsageError(
+            f"--max-depth {max_depth}: cascade routing over {k} models could score "
+            f"{search_work(k, 0, max_depth, 1):,} supermodels per decision, over the work "
+            f"cap; pass --max-depth {deepest} or less"
         )
 
 
@@ -361,6 +380,224 @@ def write_report(
             f"plot: {png}\npoints: {target}\n({ev.seconds:.1f} s)",
         ]
     )
+
+
+# --------------------------------------------------------------------------- several splits
+
+
+@dataclass
+class SplitsRun:
+    """Evaluations over several splits (one per seed) and their summary.
+
+    ``learned`` holds the per-split calibration of the learned estimators (``None`` with the
+    tables).
+    """
+
+    description: str
+    evaluations: list[Evaluation]
+    summary: SplitSummary
+    learned: list[LearnedSplit] | None
+    seconds: float
+
+
+def _check_seeds(seeds: Sequence[int]) -> list[int]:
+    out = [int(s) for s in seeds]
+    if not out:
+        raise UsageError("--seeds names no seed")
+    if len(set(out)) != len(out):
+        raise UsageError(f"--seeds repeats a seed: {out}; each seed is one random split")
+    return out
+
+
+def evaluate_splits(
+    dataset: str | Dataset,
+    *,
+    estimators: str = "tables",
+    seeds: Sequence[int] = (0,),
+    pool: str | None = None,
+    noise: str = "medium",
+    test_size: float = 0.5,
+    split: str = "auto",
+    benchmarks: str | None = None,
+    strategies: Sequence[str] = tuple(STRATEGY_LABELS),
+    max_depth: int | None = 5,
+    lambdas: str = "constant",
+    n_trials: int = 200,
+    n_boot: int = 1000,
+    n_threads: int = 1,
+    quality_bounds: tuple[float, float] | None = None,
+    estimator_options: dict[str, Any] | None = None,
+    progress: bool = False,
+) -> SplitsRun:
+    """Evaluate on one split per seed and summarise: mean AUC with bootstrap intervals.
+
+    With ``estimators="tables"`` each seed is :func:`prepare` + :func:`run_evaluation` (a
+    random split unless ``split="source"``, which a single seed only may ask for). With
+    ``"learned"`` each seed fits :mod:`cascade_routing.learn`'s estimators on its training
+    rows (:func:`~.learned_evaluation.evaluate_learned`); ``split="auto"`` is then random,
+    and ``quality_bounds`` defaults to ``(0, 1)`` (the estimates are probabilities, and the
+    estimator fits its uncertainty scale under the same bounds).
+    """
+    started = time.perf_counter()
+    if estimators not in ESTIMATOR_CHOICES:
+        raise UsageError(f"--estimators must be one of {', '.join(ESTIMATOR_CHOICES)}")
+    seeds = _check_seeds(seeds)
+    if split == "source" and len(seeds) > 1:
+        raise UsageError(
+            "--split source with several --seeds: the source's split is one split; use "
+            "--split random (or auto) to average over random splits"
+        )
+    if isinstance(dataset, Dataset):
+        data = dataset
+    else:
+        data = load_data(dataset, benchmarks, progress=progress)
+    if estimators == "tables":
+        mode = split if len(seeds) == 1 else "random" if split == "auto" else split
+        evaluations, desc = [], ""
+        for seed in seeds:
+            prepared = prepare(
+                data, pool=pool, noise=noise, seed=seed, test_size=test_size, split=mode
+            )
+            desc = prepared.description
+            evaluations.append(
+                run_evaluation(
+                    prepared,
+                    strategies=strategies,
+                    max_depth=max_depth,
+                    lambdas=lambdas,
+                    n_trials=n_trials,
+                    n_boot=n_boot,
+                    seed=seed,
+                    n_threads=n_threads,
+                    quality_bounds=quality_bounds,
+                    progress=progress,
+                )
+            )
+        with _user_errors():
+            summary = summarize_splits(evaluations, seeds, n_boot=n_boot, seed=seeds[0])
+        return SplitsRun(desc, evaluations, summary, None, time.perf_counter() - started)
+    bounds = (0.0, 1.0) if quality_bounds is None else quality_bounds
+    mode = "random" if split == "auto" else split
+    with _user_errors():
+        chosen = resolve_pool(pool, data)
+        rows = [_split(data, mode, test_size, seed) for seed in seeds]
+        if chosen is None and data.n_models > 11:
+            chosen = _spread_pool(data, rows[0][0], SPREAD_POOL_SIZE)
+        if chosen is not None:
+            data = data.select_models(chosen)
+        if data.n_models > LEARNED_MAX_MODELS:
+            raise UsageError(
+                f"--estimators learned takes at most {LEARNED_MAX_MODELS} models (a covariance "
+                f"per run-set); the data has {data.n_models}: choose some with --pool"
+            )
+        for _, test, _ in rows:
+            _check_evaluable(data, test, "--pool" if pool is not None else data.name)
+        _check_depth(data.n_models, strategies, max_depth)
+        inputs = learned_inputs(data)
+    learned: list[LearnedSplit] = []
+    total_fits = [0]
+    with progress_bar(progress, "fitting") as update, _user_errors():
+        for number, (seed, (train, test, _)) in enumerate(zip(seeds, rows)):
+
+            def report(done: int, total: int, number: int = number) -> None:
+                if update is not None:
+                    update(number * total + done, total * len(seeds))
+
+            learned.append(
+                evaluate_learned(
+                    data,
+                    train,
+                    test,
+                    inputs=inputs,
+                    strategies=strategies,
+                    max_depth=max_depth,
+                    lambdas=lambdas,
+                    n_trials=n_trials,
+                    n_boot=n_boot,
+                    seed=seed,
+                    n_threads=n_threads,
+                    quality_bounds=bounds,
+                    estimator_options=estimator_options,
+                    progress=report,
+                )
+            )
+            total_fits[0] += 1
+        evaluations = [s.evaluation for s in learned]
+        summary = summarize_splits(evaluations, seeds, n_boot=n_boot, seed=seeds[0])
+    split_name = rows[0][2] if mode != "random" else f"random splits, test fraction {test_size}"
+    desc = (
+        f"{data.name}, {data.n_models} models, {inputs.describe()}; "
+        f"{learned[0].evaluation.settings['cost_model']}; {split_name}; quality bounds "
+        f"{bounds[0]:g},{bounds[1]:g}"
+    )
+    return SplitsRun(desc, evaluations, summary, learned, time.perf_counter() - started)
+
+
+def write_splits_report(
+    run: SplitsRun,
+    out: str | Path,
+    json_path: str | Path | None = None,
+    plot_path: str | Path | None = None,
+) -> str:
+    """Write the first split's cost–quality plot, the JSON of every split and the summary,
+    and (learned estimators) the calibration plot; return the text report."""
+    folder = Path(out)
+    first = run.evaluations[0]
+    stem = Path(str(first.name)).name.replace("/", "_")
+    png = folder / f"{stem}.png"
+    target = Path(json_path) if json_path else folder / f"{stem}.json"
+    splits = (
+        [s.to_dict() for s in run.learned]
+        if run.learned is not None
+        else [ev.to_dict() for ev in run.evaluations]
+    )
+    payload = {"description": run.description, "summary": run.summary.to_dict(), "splits": splits}
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        first.plot(png, title=f"{run.description} (seed {run.summary.seeds[0]})")
+        target.write_text(json.dumps(payload, indent=2))
+        if plot_path is not None and run.learned is not None:
+            calibration_plot(run.learned, plot_path, title=f"{first.name}: calibration")
+    except OSError as exc:
+        raise UsageError(f"cannot write {exc.filename or folder}: {exc.strerror or exc}") from exc
+    lines = [
+        run.description,
+        f"{first.name}: {len(first.models)} models, {first.n_train} train / {first.n_test} "
+        f"test queries per split",
+        run.summary.format_table(),
+    ]
+    if run.learned is not None:
+        lines.append(_calibration_table(run.learned))
+    lines.append(f"plot (seed {run.summary.seeds[0]}): {png}")
+    if plot_path is not None and run.learned is not None:
+        lines.append(f"calibration plot: {plot_path}")
+    lines.append(f"points: {target}\n({run.seconds:.1f} s)")
+    return "\n".join(lines)
+
+
+def _calibration_table(learned: Sequence[LearnedSplit]) -> str:
+    """Brier score and ECE per model once it has run, mean over splits (test rows)."""
+    lines = [
+        "calibration on test rows, model's own estimate once it has run (mean over splits):",
+        f"{'model':<28} {'Brier raw':>10} {'uncal.':>8} {'calib.':>8} "
+        f"{'ECE raw':>9} {'uncal.':>8} {'calib.':>8}",
+    ]
+    for m in learned[0].calibration:
+
+        def mean(key: str, m: str = m) -> float:
+            return float(np.mean([s.calibration[m]["own"][key] for s in learned]))
+
+        cells = [
+            mean(f"{metric}_{kind}")
+            for metric in ("brier", "ece")
+            for kind in ("raw", "uncalibrated", "calibrated")
+        ]
+        text = [("     -" if math.isnan(v) else f"{v:.3f}") for v in cells]
+        lines.append(
+            f"{m[-28:]:<28} {text[0]:>10} {text[1]:>8} {text[2]:>8} "
+            f"{text[3]:>9} {text[4]:>8} {text[5]:>8}"
+        )
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- reproduce

@@ -76,6 +76,24 @@ class Dataset:
         True when ``groups`` are informative priors of each model's quality (SWE-bench
         repositories) and the quality is observed once a model has run; see
         :attr:`estimator_kind`.
+    texts : ndarray, shape (n,), of str, or None
+        The query (prompt) text sent to every model, where the source has it. The learned
+        estimators read it ex ante (:mod:`cascade_routing.experiments.learned_evaluation`).
+    answer_texts : ndarray, shape (n, k), of str, or None
+        Each model's answer text, where the source has it.
+    parsed_answers : ndarray, shape (n, k), of object, or None
+        Each model's answer as compared between models (a letter, a number, a normalised
+        string; ``None`` where nothing could be parsed), where the source has answers.
+    answer_scores : ndarray, shape (n, k), float64, or None
+        A per-answer number known once a model has run, other than a confidence (e.g. the
+        length of the response, minus the number of agent steps); see ``answer_score_name``.
+    answer_score_name : str
+        What ``answer_scores`` holds (empty when there are none).
+    input_tokens : ndarray, shape (n, k), float64, or None
+        Input tokens of each model's call, where the source has them.
+    prices : dict of str to (float, float), or None
+        Price per input and per output token of each model (the unit of ``cost``), where the
+        source documents a price table.
     """
 
     name: str
@@ -91,6 +109,13 @@ class Dataset:
     source: str = ""
     layout: str = ""
     group_priors: bool = False
+    texts: NDArray[Any] | None = None
+    answer_texts: NDArray[Any] | None = None
+    parsed_answers: NDArray[Any] | None = None
+    answer_scores: NDArray[np.float64] | None = None
+    answer_score_name: str = ""
+    input_tokens: NDArray[np.float64] | None = None
+    prices: dict[str, tuple[float, float]] | None = None
 
     def __post_init__(self) -> None:
         models = tuple(str(m) for m in self.models)
@@ -132,7 +157,49 @@ class Dataset:
             if arr.shape != (n,):
                 raise ValueError(f"feature {key!r} must have shape {(n,)}, got {arr.shape}")
             features[str(key)] = _frozen(arr)
+        texts = None
+        if self.texts is not None:
+            texts = np.array(self.texts, dtype=object)
+            if texts.shape != (n,) or not all(isinstance(t, str) for t in texts):
+                raise ValueError(f"texts must be {n} strings, one per query")
+        answer_texts = parsed = None
+        if self.answer_texts is not None:
+            answer_texts = np.array(self.answer_texts, dtype=object)
+            if answer_texts.shape != (n, k) or not all(
+                isinstance(t, str) for t in answer_texts.ravel()
+            ):
+                raise ValueError(f"answer_texts must be strings of shape {(n, k)} like quality")
+        if self.parsed_answers is not None:
+            parsed = np.empty((n, k), dtype=object)
+            given = np.asarray(self.parsed_answers, dtype=object)
+            if given.shape != (n, k):
+                raise ValueError(f"parsed_answers must have shape {(n, k)}, got {given.shape}")
+            parsed[:] = given
+        scores = None
+        if self.answer_scores is not None:
+            scores = _numeric_table(self.answer_scores, "answer_scores")
+            if scores.shape != (n, k):
+                raise ValueError(f"answer_scores must have shape {(n, k)}, got {scores.shape}")
+            if not self.answer_score_name:
+                raise ValueError("answer_scores needs answer_score_name (what the scores are)")
+        tokens = None
+        if self.input_tokens is not None:
+            tokens = _numeric_table(self.input_tokens, "input_tokens")
+            if tokens.shape != (n, k) or np.any(tokens < 0):
+                raise ValueError(f"input_tokens must be >= 0 with shape {(n, k)}")
+        prices = None
+        if self.prices is not None:
+            prices = {str(m): (float(p[0]), float(p[1])) for m, p in self.prices.items()}
+            missing = [m for m in models if m not in prices]
+            if missing:
+                raise ValueError(f"prices lacks models {missing}")
         set_ = object.__setattr__
+        set_(self, "texts", None if texts is None else _frozen(texts))
+        set_(self, "answer_texts", None if answer_texts is None else _frozen(answer_texts))
+        set_(self, "parsed_answers", None if parsed is None else _frozen(parsed))
+        set_(self, "answer_scores", None if scores is None else _frozen(scores))
+        set_(self, "input_tokens", None if tokens is None else _frozen(tokens))
+        set_(self, "prices", prices)
         set_(self, "models", models)
         set_(self, "quality", _frozen(quality))
         set_(self, "cost", _frozen(cost))
@@ -196,6 +263,11 @@ class Dataset:
             groups=None if self.groups is None else self.groups[idx],
             query_ids=self.query_ids[idx] if self.query_ids is not None else None,
             features={key: value[idx] for key, value in self.features.items()},
+            texts=None if self.texts is None else self.texts[idx],
+            answer_texts=None if self.answer_texts is None else self.answer_texts[idx],
+            parsed_answers=None if self.parsed_answers is None else self.parsed_answers[idx],
+            answer_scores=None if self.answer_scores is None else self.answer_scores[idx],
+            input_tokens=None if self.input_tokens is None else self.input_tokens[idx],
         )
 
     def select_models(self, names: Sequence[str]) -> Dataset:
@@ -217,6 +289,11 @@ class Dataset:
             quality=self.quality[:, cols],
             cost=self.cost[:, cols],
             confidence=None if self.confidence is None else self.confidence[:, cols],
+            answer_texts=None if self.answer_texts is None else self.answer_texts[:, cols],
+            parsed_answers=None if self.parsed_answers is None else self.parsed_answers[:, cols],
+            answer_scores=None if self.answer_scores is None else self.answer_scores[:, cols],
+            input_tokens=None if self.input_tokens is None else self.input_tokens[:, cols],
+            prices=None if self.prices is None else {m: self.prices[m] for m in names},
         )
 
     def split_rows(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,7 +13,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from ._bundled import bundled_folder
-from ._files import folder, read_csv, wide_tables
+from ._files import aligned, folder, numeric_columns, read_csv, wide_tables
 from .base import Dataset
 
 logger = logging.getLogger(__name__)
@@ -53,7 +54,9 @@ def load_routerbench(
     Dataset
         ``groups`` = ``eval_name``; ``query_ids`` = ``rb_row``; features: ``"routerdc_split"``
         when the file has it, ``"prompt_chars"`` (length of the stored prompt string) when
-        ``prompts_*.csv`` files are present.
+        ``prompts_*.csv`` files are present. With the prompts, ``texts`` (the prompt strings,
+        joined); with ``response_chars.csv``, ``answer_scores`` (each response's length in
+        characters: the only per-answer record of RouterBench, which keeps no confidences).
     """
     if path is None:
         with bundled_folder("routerbench") as bundled:
@@ -66,14 +69,23 @@ def load_routerbench(
     if "routerdc_split" in quality_f.columns:
         features["routerdc_split"] = quality_f["routerdc_split"].astype(str).to_numpy()[keep]
     prompt_files = sorted(root.glob("prompts_*.csv"))
+    texts = None
     if prompt_files:
         prompts = pd.concat([read_csv(p, ["rb_row", "prompt"]) for p in prompt_files])
-        lengths = dict(zip(prompts["rb_row"], prompts["prompt"].fillna("").astype(str).str.len()))
-        chars = np.array([lengths.get(r, np.nan) for r in quality_f["rb_row"]], dtype=np.float64)
+        stored = dict(zip(prompts["rb_row"], prompts["prompt"].fillna("").astype(str)))
+        chars = np.array(
+            [len(stored[r]) if r in stored else np.nan for r in quality_f["rb_row"]],
+            dtype=np.float64,
+        )
         if np.isnan(chars[keep]).any():
             logger.info("routerbench: prompts_*.csv lack some rows; no prompt_chars feature")
         else:
             features["prompt_chars"] = chars[keep]
+            rows = quality_f["rb_row"].to_numpy()[keep]
+            texts = np.array([_prompt_text(stored[r]) for r in rows], dtype=object)
+    scores = None
+    if (root / "response_chars.csv").is_file():
+        scores = _response_chars(root, quality_f, chosen, keep)
     return Dataset(
         name="routerbench",
         models=tuple(chosen),
@@ -86,4 +98,36 @@ def load_routerbench(
         cost_is_estimate=False,
         source=SOURCE,
         layout="routerbench",
+        texts=texts,
+        answer_scores=scores,
+        answer_score_name="" if scores is None else "response length (characters)",
     )
+
+
+def _prompt_text(stored: str) -> str:
+    """The prompt: RouterBench stores it as the repr of a list of strings (joined here)."""
+    if stored.startswith("["):
+        try:
+            value = ast.literal_eval(stored)  # literals only: never runs code
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            return stored
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return "\n".join(value)
+    return stored
+
+
+def _response_chars(
+    root: Path, quality_f: pd.DataFrame, models: Sequence[str], keep: NDArray[np.bool_]
+) -> NDArray[np.float64] | None:
+    """``response_chars.csv`` aligned to the quality rows; ``None`` (logged) if incomplete."""
+    frame = read_csv(root / "response_chars.csv", ["rb_row", *models])
+    try:
+        frame = aligned(quality_f, frame, "rb_row", ("quality.csv", "response_chars.csv"))
+    except ValueError:
+        logger.info("routerbench: response_chars.csv lists other rows; no answer lengths")
+        return None
+    values = numeric_columns(frame, list(models), "response_chars.csv")[keep]
+    if np.isnan(values).any() or np.any(values < 0):
+        logger.info("routerbench: response_chars.csv has gaps; no answer lengths")
+        return None
+    return values
