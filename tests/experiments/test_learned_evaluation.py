@@ -263,3 +263,76 @@ def test_estimates_are_predicted_once_per_row_and_run_set(folder: Path) -> None:
     np.testing.assert_array_equal(out.mean[[1, 3]], direct.mean)
     cross = est.cross_fitted().predict([0, 1], [first[0], first[2]])
     np.testing.assert_array_equal(out.mean[[0, 2]], cross.mean)
+
+
+def test_routerbench_prompts_and_response_lengths_follow_the_rows(tmp_path: Path) -> None:
+    keys = {"rb_row": [7, 8, 9], "sample_id": ["a.0", "a.1", "b.0"], "eval_name": ["a", "a", "b"]}
+    pd.DataFrame({**keys, "m1": [1, 0, 1], "m2": [0, 1, 1]}).to_csv(
+        tmp_path / "quality.csv", index=False
+    )
+    pd.DataFrame({**keys, "m1": [0.1, 0.2, 0.3], "m2": [1.0, 2.0, 3.0]}).to_csv(
+        tmp_path / "cost_usd.csv", index=False
+    )
+    # Rows in another order than quality.csv: the loader aligns them on rb_row.
+    pd.DataFrame(
+        {"rb_row": [9, 7, 8], "sample_id": ["b.0", "a.0", "a.1"], "eval_name": ["b", "a", "a"]}
+        | {"m1": [30, 10, 20], "m2": [300, 100, 200]}
+    ).to_csv(tmp_path / "response_chars.csv", index=False)
+    pd.DataFrame(
+        {"rb_row": [8, 7], "prompt": ["['second', 'part']", "plain first"]}
+        | {"sample_id": ["a.1", "a.0"], "eval_name": ["a", "a"]}
+    ).to_csv(tmp_path / "prompts_a.csv", index=False)
+    pd.DataFrame(
+        {"rb_row": [9], "prompt": ["['third']"], "sample_id": ["b.0"], "eval_name": ["b"]}
+    ).to_csv(tmp_path / "prompts_b.csv", index=False)
+    data = datasets.load(tmp_path)
+    assert data.texts is not None and data.texts.tolist() == [
+        "plain first",
+        "second\npart",
+        "third",
+    ]
+    assert data.answer_scores is not None
+    np.testing.assert_array_equal(data.answer_scores, [[10, 100], [20, 200], [30, 300]])
+    inputs = learned_inputs(data)
+    assert inputs.reads == ("query texts", "groups", "response length (characters)")
+    assert inputs.answers[1][1].confidence == 200 and inputs.answers[1][1].cost == 2.0
+    assert inputs.queries[2] == {"text": "third", "group": "b"}
+
+
+def test_swebench_api_calls_follow_the_instances(tmp_path: Path) -> None:
+    keys = {"instance_id": ["x-1", "y-2"], "repo": ["x", "y"]}
+    pd.DataFrame({**keys, "k1": [1, 0], "k2": [0, 1]}).to_csv(
+        tmp_path / "resolved.csv", index=False
+    )
+    pd.DataFrame({**keys, "k1": [0.5, 0.7], "k2": [0.1, 0.2]}).to_csv(
+        tmp_path / "cost_usd.csv", index=False
+    )
+    pd.DataFrame(
+        {"instance_id": ["y-2", "x-1"], "repo": ["y", "x"], "k1": [40, 12], "k2": [9, 31]}
+    ).to_csv(tmp_path / "api_calls.csv", index=False)
+    data = datasets.load(tmp_path)
+    assert data.texts is None and data.answer_score_name == "API calls of the agent run"
+    np.testing.assert_array_equal(data.answer_scores, [[12, 31], [40, 9]])
+    inputs = learned_inputs(data)
+    assert "query texts" in inputs.lacks and inputs.queries[1] == {"text": "", "group": "y"}
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("texts", ["one"], "texts must be 2 strings"),
+        ("answer_texts", [["a", "b"]], "answer_texts must be strings of shape"),
+        ("answer_scores", [[1.0, 2.0], [3.0, np.nan]], "answer_scores"),
+        ("input_tokens", [[1.0, -2.0], [3.0, 4.0]], "input_tokens must be >= 0"),
+        ("prices", {"a": (1.0, 1.0)}, "prices lacks models \\['b'\\]"),
+    ],
+)
+def test_dataset_refuses_bad_learned_fields(field: str, value: Any, message: str) -> None:
+    base = {"name": "t", "models": ("a", "b"), "quality": [[1, 0], [0, 1]]}
+    base["cost"] = [[1.0, 2.0], [1.0, 2.0]]
+    extra = {"answer_score_name": "s"} if field == "answer_scores" else {}
+    with pytest.raises(ValueError, match=message):
+        datasets.Dataset(**base, **{field: value}, **extra)
+    if field == "answer_scores":
+        with pytest.raises(ValueError, match="answer_score_name"):
+            datasets.Dataset(**base, answer_scores=[[1.0, 2.0], [3.0, 4.0]])
