@@ -238,6 +238,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         n_boot=args.bootstrap,
         n_threads=args.threads,
         reference_variance_quirk=args.reference_variance_quirk,
+        uncertainty_scale=args.uncertainty_scale,
         progress=args.progress,
         on_column=lambda line: print(line, file=sys.stderr),
     )
@@ -406,6 +407,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="use the variance where the reference code (wrongly) uses it instead of the "
         "standard deviation, to match its numbers",
+    )
+    rp.add_argument(
+        "--uncertainty-scale",
+        default=None,
+        help="multiply the ex-ante variances by this number, or 'fit' to pick the scale on "
+        "each column's training rows (predicted against realised gains of running a model)",
     )
     common_flags(rp, bootstrap=200)
     rp.set_defaults(func=cmd_reproduce)

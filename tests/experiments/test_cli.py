@@ -18,7 +18,7 @@ from cascade_routing.experiments.evaluation import STRATEGY_LABELS, evaluate
 from cascade_routing.experiments.metrics import auc_from_queries
 from cascade_routing.experiments.published import PAPER_AUC, REFERENCE_SUBSET_AUC
 from cascade_routing.experiments.settings import PAPER_POOLS
-from cascade_routing.experiments.tables import with_reference_variance_quirk
+from cascade_routing.experiments.tables import SCALE_GRID, with_reference_variance_quirk
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -95,6 +95,18 @@ def test_reproduce_prints_the_paper_table(tmp_path, capsys) -> None:
     assert json.loads((tmp_path / "r.json").read_text())["3L"]["n_test"] == 2993
 
 
+def test_reproduce_with_a_fitted_uncertainty_scale(capsys) -> None:
+    argv = ["reproduce", "--pools", "3", "--noise", "medium", "--no-progress"]
+    assert main([*argv, "--bootstrap", "0", "--uncertainty-scale", "fit"]) == 0
+    text = capsys.readouterr().out
+    line = next(x for x in text.splitlines() if x.startswith("ex-ante variances scaled by"))
+    scale = float(line.split("3M")[1].split(",")[0])
+    assert scale in SCALE_GRID
+    # The same scale given as a number gives the same table.
+    assert main([*argv, "--bootstrap", "0", "--uncertainty-scale", str(scale)]) == 0
+    assert capsys.readouterr().out.split("total:")[0] == text.split("total:")[0]
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -103,6 +115,12 @@ def test_reproduce_prints_the_paper_table(tmp_path, capsys) -> None:
         (["evaluate", "--pool", "7"], "pools have"),
         (["reproduce", "--pools", "4"], "pools have"),
         (["reproduce", "--noise", "loud"], "unknown levels"),
+        (["reproduce", "--uncertainty-scale", "big"], "'fit' or a number >= 0"),
+        (["reproduce", "--uncertainty-scale", "-1"], "'fit' or a number >= 0"),
+        (
+            ["reproduce", "--uncertainty-scale", "fit", "--reference-variance-quirk"],
+            "pass one of them",
+        ),
         (["evaluate", "--benchmarks", "all"], "llm_cascades data only"),
         (["evaluate", "--quality-bounds", "1,0"], "lower bound must be below"),
     ],

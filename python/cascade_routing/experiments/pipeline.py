@@ -43,7 +43,12 @@ from .learned_evaluation import (
 )
 from .published import PAPER_AUC, REFERENCE_SUBSET_AUC
 from .settings import NOISE_LEVELS, PAPER_POOLS, ROUTERBENCH_MODELS, STRATEGY_LABELS
-from .tables import TwoPhaseTables, with_reference_variance_quirk
+from .tables import (
+    TwoPhaseTables,
+    fit_variance_scale,
+    with_reference_variance_quirk,
+    with_variance_scale,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -612,13 +617,30 @@ def reproduce(
     n_boot: int = 200,
     n_threads: int = 1,
     reference_variance_quirk: bool = False,
+    uncertainty_scale: str | float | None = None,
     progress: bool = False,
     on_column: Callable[[str], None] | None = None,
 ) -> dict[str, Evaluation]:
     """The paper's RouterBench grid: one evaluation per (pool size, noise level) column.
 
-    ``on_column`` receives one line of timings per column as it finishes.
+    ``uncertainty_scale`` multiplies the ex-ante variances: a number, or ``"fit"`` for the
+    scale :func:`~.tables.fit_variance_scale` picks on each column's training rows (recorded
+    in ``settings["uncertainty_scale"]`` of each evaluation). ``on_column`` receives one line
+    of timings per column as it finishes.
     """
+    if uncertainty_scale is not None:
+        if reference_variance_quirk:
+            raise UsageError(
+                "--uncertainty-scale and --reference-variance-quirk both change the "
+                "uncertainty; pass one of them"
+            )
+        if uncertainty_scale != "fit":
+            try:
+                uncertainty_scale = float(uncertainty_scale)
+            except (TypeError, ValueError):
+                uncertainty_scale = -1.0
+            if not (uncertainty_scale >= 0 and np.isfinite(uncertainty_scale)):
+                raise UsageError("--uncertainty-scale must be 'fit' or a number >= 0")
     bad = [p for p in pools if p not in PAPER_POOLS]
     if bad:
         raise UsageError(
@@ -641,6 +663,14 @@ def reproduce(
             tables = run.estimates
             if reference_variance_quirk:
                 tables = with_reference_variance_quirk(tables)
+            scale = None
+            if uncertainty_scale == "fit":
+                train = run.train_rows
+                scale, _ = fit_variance_scale(tables, train, run.dataset.quality[train])
+            elif uncertainty_scale is not None:
+                scale = float(uncertainty_scale)
+            if scale is not None:
+                tables = with_variance_scale(tables, scale)
             with progress_bar(progress, col) as update:
                 results[col] = evaluate(
                     run.dataset,
@@ -655,6 +685,7 @@ def reproduce(
                     progress=update,
                     name=col,
                 )
+            results[col].settings["uncertainty_scale"] = scale
             if on_column is not None:
                 parts = ", ".join(
                     f"{STRATEGY_LABELS[k]} {c.fit_seconds + c.replay_seconds:.1f}s"
@@ -698,6 +729,12 @@ def reproduce_report(
     lines = []
     if reference_variance_quirk:
         lines.append("(with the reference implementation's variance-for-standard-deviation quirk)")
+    scales = {c: ev.settings.get("uncertainty_scale") for c, ev in results.items()}
+    if any(v is not None for v in scales.values()):
+        lines.append(
+            "ex-ante variances scaled by: "
+            + ", ".join(f"{c} {v:g}" for c, v in scales.items() if v is not None)
+        )
     lines += [reproduce_table(results), _REPRODUCE_NOTE, f"total: {seconds:.1f} s"]
     if json_path:
         try:
