@@ -23,6 +23,7 @@ LAYERS = {
     "_exact": 1,
     "_reference": 1,
     "_core": 1,
+    "c_api": 1,
     "_numba": 2,
     "_backend": 3,
     "engine": 4,

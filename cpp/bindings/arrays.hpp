@@ -33,6 +33,10 @@ template <>
 constexpr const char* dtype_name<std::int64_t>() {
     return "int64";
 }
+template <>
+constexpr const char* dtype_name<std::uint64_t>() {
+    return "uint64";
+}
 
 inline std::string shape_string(const py::array& a) {
     std::string s = "(";
@@ -225,5 +229,6 @@ inline void raise_status(const BatchStatus& s, const char* what) {
 
 void bind_search(py::module_& m);
 void bind_replay(py::module_& m);
+void bind_decider(py::module_& m);
 
 }  // namespace cascade_routing::bindings

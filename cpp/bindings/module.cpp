@@ -27,7 +27,8 @@ bool on_main_thread() {
 PYBIND11_MODULE(_core, m, pybind11::mod_gil_not_used()) {
     m.doc() =
         "Compiled kernels of cascade_routing (C++17): supermodel search, batched search, "
-        "strategy replay, PSD Cholesky. Same contracts as cascade_routing._reference.";
+        "strategy replay, PSD Cholesky, the prepared decider. Same contracts as "
+        "cascade_routing._reference.";
     m.attr("MAX_MODELS") = cascade_routing::kMaxModels;
     m.attr("PRUNE_SLACK") = cascade_routing::kPruneSlack;
     m.attr("MAX_THREADS") = cascade_routing::kMaxThreads;
@@ -45,4 +46,5 @@ PYBIND11_MODULE(_core, m, pybind11::mod_gil_not_used()) {
     cascade_routing::bindings::record_main_thread();
     cascade_routing::bindings::bind_search(m);
     cascade_routing::bindings::bind_replay(m);
+    cascade_routing::bindings::bind_decider(m);
 }

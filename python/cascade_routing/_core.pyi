@@ -202,3 +202,65 @@ def replay_two_phase(
         int64 ``(n, k)`` (-1 padded), ``cost`` float64 ``(n,)`` (true cost of the models run)
         and ``quality`` float64 ``(n,)`` (true quality of the answer, 0 if nothing ran).
     """
+
+class Decider:
+    """A prepared decider (docs/decider.md): the policy, the normals and one factor per
+    run-set, held once; immutable, so any number of threads may decide with it at once.
+
+    ``mode`` 0 (exact means; ``normals``, ``runsets`` and ``factors`` are not inspected), 1
+    (``factors`` ``(n_runsets, k)`` standard deviations) or 2 (``factors``
+    ``(n_runsets, k, k)`` lower Cholesky factors); ``runsets`` ``(n_runsets,)`` uint64 bit
+    masks, distinct. ``lam_cheap`` / ``lam_expensive`` ``(n_steps,)``: the multiplier of step
+    ``j`` (``j`` models run) is entry ``min(j, n_steps - 1)``; the depth limit is clamped to
+    ``[j, k]`` as a strategy's decision does, so decisions are bit-identical to it.
+    """
+
+    def __init__(
+        self,
+        k: int,
+        mode: int,
+        normals: NDArray[np.float64],
+        lam_cheap: NDArray[np.float64],
+        lam_expensive: NDArray[np.float64],
+        max_depth: int,
+        force_order: bool,
+        prefixes_only: bool,
+        digits: int,
+        lower: float,
+        upper: float,
+        runsets: NDArray[np.uint64],
+        factors: NDArray[np.float64],
+    ) -> None: ...
+    def decide(
+        self,
+        quality: NDArray[np.float64],
+        cost: NDArray[np.float64],
+        ran: int,
+        expensive: bool,
+    ) -> tuple[int, int, float]:
+        """One decision: ``(next_model or -1, members bit mask, utility)``.
+
+        ``quality``, ``cost`` ``(k,)`` float64; ``ran`` the bit mask of run models. Checks
+        only shapes, the mask and finiteness (ValueError); a run-set missing from the table
+        raises KeyError.
+        """
+    def decide_batch(
+        self,
+        quality: NDArray[np.float64],
+        cost: NDArray[np.float64],
+        ran: NDArray[np.uint64],
+        expensive: NDArray[np.uint8] | NDArray[np.bool_],
+        *,
+        n_threads: int = 1,
+    ) -> tuple[NDArray[np.int64], NDArray[np.uint64], NDArray[np.float64]]:
+        """Decisions for ``n`` rows (GIL released): ``(next_model, members, utility)``."""
+    def has_runset(self, ran: int) -> bool:
+        """Whether the table holds a factor for run-set ``ran`` (always True for exact means)."""
+    @property
+    def k(self) -> int: ...
+    @property
+    def mode(self) -> int: ...
+    @property
+    def n_samples(self) -> int: ...
+    @property
+    def n_runsets(self) -> int: ...

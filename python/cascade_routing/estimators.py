@@ -231,6 +231,16 @@ class DefaultUncertainty:
             self._cache[key] = np.diag(cov).copy() if self.diagonal else cov
         return self._cache[key]
 
+    def predict_mean(self, queries: Sequence[Any], answers: Sequence[Sequence[Any]]) -> Any:
+        """The wrapped estimator's means alone (the prepared decider holds ``Σ_R`` per
+        run-set, docs/decider.md §2); needs no :meth:`fit`."""
+        value = self.estimator.predict(queries, answers)
+        if isinstance(value, QualityEstimate):
+            return value.mean
+        if isinstance(value, tuple) and len(value) == 2:
+            return value[0]
+        return value
+
     def predict(self, queries: Sequence[Any], answers: Sequence[Sequence[Any]]) -> QualityEstimate:
         if self._final is None:
             raise RuntimeError(

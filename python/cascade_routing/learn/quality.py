@@ -1025,6 +1025,21 @@ class LearnedQuality:
         s = self.runset_index_.get(mask.tobytes())
         return self.chol_[s] if s is not None else _cholesky(self._runset_cov(mask))
 
+    def uncertainty(self, ran: ArrayLike) -> NDArray[np.float64]:
+        """The (scaled) ``Σ_R`` that :meth:`predict` gives every query with run-set ``ran``
+        (the prepared decider's run-set protocol, docs/decider.md §2)."""
+        self._check_fitted()
+        mask = np.asarray(ran, dtype=bool)
+        if mask.shape != (len(self.models_),):
+            raise ValueError(f"ran must be a boolean mask of shape ({len(self.models_)},)")
+        return self._runset_cov(mask)
+
+    def predict_mean(
+        self, queries: Sequence[Any], answers: Sequence[Sequence[Any]]
+    ) -> NDArray[np.float64]:
+        """The calibrated means of :meth:`predict` without the covariances."""
+        return self._predict_parts(queries, answers)[0]
+
     def _predict_parts(
         self, queries: Sequence[Any], answers: Sequence[Sequence[Any]]
     ) -> tuple[NDArray[np.float64], NDArray[np.bool_], NDArray[np.float64]]:

@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import inspect
 import math
+import threading
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,12 +45,25 @@ from ..validation import (
     model_index,
 )
 from . import fitting, loop, persistence, replay
+from .decider import (
+    Decider,
+    RunSetTable,
+    build_table,
+    has_runset_uncertainty,
+    mask_bits,
+    mask_of,
+    predict_means,
+    runset_factor,
+)
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor
 
     from .loop import RunResult
     from .replay import Replayer, ReplayResult
+
+#: Held while a strategy builds its prepared decider (once per policy).
+_DECIDER_LOCK = threading.Lock()
 
 #: Queries: any sequence, or a NumPy array (row indices for table-backed estimators).
 Queries = Union[Sequence[Any], NDArray[Any]]  # noqa: UP007 (a runtime alias)
@@ -146,6 +160,8 @@ class Strategy:
     negative_lambdas: ClassVar[bool] = False
     #: Bisection steps of ``fit`` unless ``n_iter`` is given.
     default_iterations: ClassVar[int] = 30
+    #: Whether decisions are supermodel searches that a prepared :class:`Decider` can make.
+    uses_decider: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -210,6 +226,16 @@ class Strategy:
         self.lambdas_expensive_: NDArray[np.float64] | None = None
         self.gamma_: float = 0.0
         self.fit_info_: dict[str, Any] = {}
+        #: Factors per run-set for the prepared decider (:meth:`prepare`; saved with the policy).
+        self.runset_table_: RunSetTable | None = None
+        self._decider: Decider | None = None
+        self._decider_key: tuple[Any, ...] = ()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The decider holds compiled state and a lock: rebuilt on first use after unpickling.
+        state = self.__dict__.copy()
+        state["_decider"], state["_decider_key"] = None, ()
+        return state
 
     # ------------------------------------------------------------------ settings
 
@@ -323,6 +349,144 @@ class Strategy:
         cov = None if est.cov is None else est.cov[:, p][:, :, p]
         return QualityEstimate(mean, var, cov), cst[:, p]
 
+    def _estimate_means(
+        self, queries: Sequence[Any], answers: Sequence[Sequence[Any]]
+    ) -> tuple[QualityEstimate, NDArray[np.float64]]:
+        """:meth:`_estimate` without the uncertainty (the decider holds it per run-set):
+        the estimator's ``predict_mean`` if it has one."""
+        n, k = len(queries), len(self.models)
+        raw = predict_means(self.quality_estimator, queries, answers)
+        if isinstance(raw, QualityEstimate):
+            raw = raw.mean
+        elif isinstance(raw, tuple) and len(raw) == 2:
+            raw = raw[0]
+        mean = as_quality_estimate(raw, n, k).mean
+        cst = as_cost_estimate(self.cost_estimator.predict(queries, answers), n, k)
+        p = self.order_
+        if p.shape[0] and p[0] == 0 and bool((p[1:] > p[:-1]).all()):
+            return QualityEstimate(mean), cst
+        return QualityEstimate(mean[:, p]), cst[:, p]
+
+    def _estimate_for_plan(
+        self, queries: Sequence[Any], answers: Sequence[Sequence[Any]], exclude: frozenset[int]
+    ) -> tuple[QualityEstimate, NDArray[np.float64]]:
+        """The estimates a decision needs: the means only when the prepared decider holds the
+        uncertainty per run-set (:meth:`_plan_estimated` then uses it), else everything."""
+        if self.uses_decider and not exclude and has_runset_uncertainty(self.quality_estimator):
+            return self._estimate_means(queries, answers)
+        return self._estimate(queries, answers)
+
+    # ------------------------------------------------------------------ the prepared decider
+
+    def prepare(self) -> Strategy:
+        """Compute the run-set table of the prepared decider (docs/decider.md §3).
+
+        For a quality estimator that follows
+        :class:`~cascade_routing.strategies.decider.RunSetUncertainty`, the factor of every
+        run-set the strategy can reach (up to
+        :data:`~cascade_routing.strategies.decider.MAX_TABLE_BYTES`) is computed now, so that
+        no decision waits for it; ``fit`` calls this, and ``save`` writes the table with the
+        policy. Other estimators need no table (``runset_table_`` stays ``None``).
+        """
+        qe = self.quality_estimator
+        if not self.uses_decider or not has_runset_uncertainty(qe):
+            self.runset_table_ = None
+        else:
+            self.runset_table_ = build_table(
+                qe, self.order_.copy(), self._depth(len(self.models)), self.prefixes_only
+            )
+        self._decider, self._decider_key = None, ()
+        return self
+
+    def decider(self) -> Decider:
+        """The prepared decider of the fitted policy (built once, rebuilt when the multipliers,
+        the model order or the run-set table change).
+
+        Exact estimators (no ``uncertainty(ran)`` method) give a decider for exact means;
+        estimators that follow the run-set protocol one with their table (computed now if
+        :meth:`prepare` has not run). See docs/decider.md.
+        """
+        if not self.uses_decider:
+            raise TypeError(
+                f"{type(self).__name__} makes no supermodel search; it has no prepared decider"
+            )
+        lam, alt = self._check_fitted()
+        key = (lam, alt, self.order_, self.runset_table_, self.quality_estimator)
+        d = self._decider
+        if d is not None and all(a is b for a, b in zip(key, self._decider_key)):
+            return d
+        with _DECIDER_LOCK:
+            qe = self.quality_estimator
+            order = self.order_.copy()
+            table = None
+            mode = UncertaintyMode.EXACT
+            source = None
+            if has_runset_uncertainty(qe):
+                table = self.runset_table_
+                if table is None or not np.array_equal(table.order, order):
+                    self.prepare()
+                    table = self.runset_table_
+                assert table is not None
+                mode = table.mode
+
+                def source(mask: int) -> tuple[UncertaintyMode, NDArray[np.float64]]:
+                    return runset_factor(qe, order, mask)
+
+            d = Decider(
+                len(self.models),
+                mode,
+                lam,
+                alt,
+                self.options_,
+                n_samples=self.n_samples,
+                sample_seed=self.sample_seed,
+                table=table,
+                source=source,
+            )
+            self._decider = d
+            self._decider_key = (lam, alt, self.order_, self.runset_table_, qe)
+        return d
+
+    def _ready_decider(self, ran: NDArray[np.bool_], exclude: frozenset[int]) -> None:
+        """Make sure the decision at run-set ``ran`` needs no estimator call: the run loop
+        calls this with the estimators, so that a failure there is an estimator failure."""
+        if self.uses_decider and not exclude and has_runset_uncertainty(self.quality_estimator):
+            self.decider().factor(mask_of(ran.tolist()))
+
+    def _plan_estimated(
+        self,
+        query: Any,
+        ran: NDArray[np.bool_],
+        est: QualityEstimate,
+        cst: NDArray[np.float64],
+        exclude: frozenset[int],
+        lams: tuple[NDArray[np.float64], NDArray[np.float64]],
+    ) -> Plan:
+        """One decision from estimates in the model order: the prepared decider when it
+        applies (a search strategy, no exclusions, no per-query uncertainty), else
+        :meth:`_plan`. Both give the same decisions."""
+        if self.uses_decider and not exclude and est.var is None and est.cov is None:
+            return self._plan_prepared(query, ran, est.mean[0], cst[0], lams)
+        return self._plan(query, ran, est, cst, exclude, lams)
+
+    def _plan_prepared(
+        self,
+        query: Any,
+        ran: NDArray[np.bool_],
+        q: NDArray[np.float64],
+        c: NDArray[np.float64],
+        lams: tuple[NDArray[np.float64], NDArray[np.float64]],
+    ) -> Plan:
+        d = self.decider()
+        _, j, lam_steps, expensive = self._step(query, ran, frozenset(), lams)
+        lam = float(lam_steps[min(j, lam_steps.shape[0] - 1)])
+        nm, members, util = d.decide(q, c, mask_of(ran.tolist()), expensive)
+        perm = self.order_
+        mem = [int(perm[i]) for i in mask_bits(members, len(self.models))]
+        if nm < 0:
+            return self._make_plan(-1, mem, util, lam, 0.0)
+        return self._make_plan(int(perm[nm]), mem, util, lam, float(c[nm]))
+
     # ------------------------------------------------------------------ one decision
 
     def _check_state(self, answers: Sequence[Any]) -> NDArray[np.bool_]:
@@ -342,8 +506,9 @@ class Strategy:
         """
         lams = self._check_fitted()
         ran = self._check_state(answers)
-        est, cst = self._estimate([query], [answers])
-        return self._plan(query, ran, est, cst, self._exclusions(exclude), lams)
+        excl = self._exclusions(exclude)
+        est, cst = self._estimate_for_plan([query], [answers], excl)
+        return self._plan_estimated(query, ran, est, cst, excl, lams)
 
     def _plan_internal(
         self,
@@ -354,7 +519,7 @@ class Strategy:
         exclude: frozenset[int],
     ) -> Plan:
         """:meth:`plan` from estimates already made (the loop estimates once per step)."""
-        return self._plan(
+        return self._plan_estimated(
             query, self._check_state(answers), est, cst, exclude, self._check_fitted()
         )
 
@@ -701,6 +866,7 @@ class Strategy:
             n_threads=n_threads,
             progress=progress,
         )
+        self.prepare()  # the run-set table: no decision waits for it (docs/decider.md §3)
         return self
 
     # ------------------------------------------------------------------ persistence

@@ -146,6 +146,7 @@ class ThresholdCascade(Strategy):
     kind: ClassVar[str] = "threshold_cascade"
     replay_kind: ClassVar[ReplayKind] = ReplayKind.THRESHOLD_CASCADE
     negative_lambdas: ClassVar[bool] = True
+    uses_decider: ClassVar[bool] = False
 
     def __init__(
         self,

@@ -235,15 +235,17 @@ class _Run:
         if self.done:
             return None
         s, idx = self.s, len(self.trace)
+        excluded = frozenset(self.excluded)
+        ran = s._check_state(self.answers)
         try:
-            est, cst = s._estimate([self.query], [self.answers])
+            est, cst = s._estimate_for_plan([self.query], [self.answers], excluded)
+            s._ready_decider(ran, excluded)  # a run-set's uncertainty comes from the estimator
         except Exception as exc:  # an estimator failure: stop, never call more models
             self._estimator_failed(idx, exc)
             return None
-        ran = s._check_state(self.answers)
         self.good = (list(self.answers), ran, est.mean[0].copy())
         # _plan_internal without checking the answers row a second time.
-        plan = s._plan(self.query, ran, est, cst, frozenset(self.excluded), s._check_fitted())
+        plan = s._plan_estimated(self.query, ran, est, cst, excluded, s._check_fitted())
         if plan.stop:
             self._end(idx, plan, "stop", None)
             return None

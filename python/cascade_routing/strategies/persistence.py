@@ -10,6 +10,9 @@ file (``FileNotFoundError`` for a missing one). Any strategy class is rebuilt th
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import json
 import math
 import os
@@ -20,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._version import __version__
+from ..options import UncertaintyMode
 from ..validation import (
     check_bounds,
     check_model_names,
@@ -32,9 +36,10 @@ if TYPE_CHECKING:
 
 SCHEMA_VERSION = 1
 POLICY_FORMAT = "cascade-routing-policy"
-#: Largest policy file :func:`load_policy` reads (1 MiB; a policy for 64 models with
-#: per-step multipliers is about 10 KB). Larger files are refused before they are read.
-MAX_POLICY_BYTES = 1 << 20
+#: Largest policy file :func:`load_policy` reads (32 MiB: a policy for 64 models with
+#: per-step multipliers is about 10 KB, its run-set table at most 16 MiB of factors, 4/3 of
+#: that in base64). Larger files are refused before they are read.
+MAX_POLICY_BYTES = 32 << 20
 
 #: The fields of a policy file (docs/policy-format.md §3): all required, no others.
 FIELDS = (
@@ -53,6 +58,14 @@ FIELDS = (
 #: Settings added after the first files of schema 1 were written: they may be absent (the
 #: constructor's default applies).
 OPTIONAL_SETTINGS = frozenset({"max_work"})
+#: Top-level fields added after the first files of schema 1: they may be absent.
+OPTIONAL_FIELDS = ("runset_table",)
+#: The fields of ``runset_table`` (docs/policy-format.md §6).
+TABLE_FIELDS = ("mode", "n_models", "order", "runsets", "factors", "complete", "sha256")
+_TABLE_MODES = {
+    "independent": UncertaintyMode.INDEPENDENT,
+    "covariance": UncertaintyMode.COVARIANCE,
+}
 
 #: Strategy classes by name, filled in as they are defined (``Strategy.__init_subclass__``).
 STRATEGIES: dict[str, type[Strategy]] = {}
@@ -79,9 +92,51 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _table_digest(
+    mode: str, models: Sequence[str], order: Sequence[str], runsets: bytes, factors: bytes
+) -> str:
+    """SHA-256 of a run-set table bound to its models and order (docs/policy-format.md §6)."""
+    h = hashlib.sha256()
+    head = json.dumps([mode, list(models), list(order)], separators=(",", ":"))
+    for part in (head.encode(), runsets, factors):
+        h.update(len(part).to_bytes(8, "little"))
+        h.update(part)
+    return h.hexdigest()
+
+
+def _factor_values(factors: np.ndarray, mode: UncertaintyMode) -> np.ndarray:
+    """What the file stores of the factors: the lower triangles, or the deviations."""
+    if mode == UncertaintyMode.COVARIANCE:
+        rows, cols = np.tril_indices(factors.shape[1])
+        return np.ascontiguousarray(factors[:, rows, cols])
+    return np.ascontiguousarray(factors)
+
+
+def table_to_dict(strategy: Strategy) -> dict[str, Any] | None:
+    """The run-set table of the prepared decider as plain data, or ``None``."""
+    t = strategy.runset_table_
+    if t is None:
+        return None
+    mode = "covariance" if t.mode == UncertaintyMode.COVARIANCE else "independent"
+    order = [strategy.models[i] for i in t.order]
+    runsets = t.runsets.astype("<u8").tobytes()
+    values = _factor_values(t.factors, t.mode).astype("<f8").tobytes()
+    return {
+        "mode": mode,
+        "n_models": len(strategy.models),
+        "order": order,
+        "runsets": [int(m) for m in t.runsets],
+        "factors": base64.b64encode(values).decode("ascii"),
+        "complete": bool(t.complete),
+        "sha256": _table_digest(mode, strategy.models, order, runsets, values),
+    }
+
+
 def to_dict(strategy: Strategy) -> dict[str, Any]:
     """The policy of a fitted strategy as plain data (docs/policy-format.md §3)."""
     lam, alt = strategy._check_fitted()
+    table = table_to_dict(strategy)
+    extra = {} if table is None else {"runset_table": table}
     return {
         "format": POLICY_FORMAT,
         "schema_version": SCHEMA_VERSION,
@@ -94,6 +149,7 @@ def to_dict(strategy: Strategy) -> dict[str, Any]:
         "lambdas_expensive": alt.tolist(),
         "gamma": strategy.gamma_,
         "fit_info": _jsonable(strategy.fit_info_),
+        **extra,
     }
 
 
@@ -273,7 +329,7 @@ def _check_content(
             f"{SCHEMA_VERSION}. Refit and save the policy with this version."
         )
     missing = [f for f in FIELDS if f not in data]
-    unknown = [str(f)[:40] for f in data if f not in FIELDS]
+    unknown = [str(f)[:40] for f in data if f not in FIELDS and f not in OPTIONAL_FIELDS]
     if missing or unknown:
         raise _Corrupt(f"has missing fields {missing} or unknown fields {unknown[:5]}")
     version_text = data["package_version"]
@@ -308,7 +364,9 @@ def _check_content(
         )
     gamma = _json_number(data["gamma"], "gamma")
     _want(type(data["fit_info"]) is dict, "fit_info", "an object", data["fit_info"])
+    table = data.get("runset_table")
     return cls, {
+        "runset_table": None if table is None else _table_fields(table),
         "models": models,
         "order": order,
         "settings": kwargs,
@@ -317,6 +375,92 @@ def _check_content(
         "gamma": gamma,
         "fit_info": dict(data["fit_info"]),
     }
+
+
+def _table_fields(value: Any) -> dict[str, Any]:
+    """The fields of ``runset_table`` with their JSON types checked (their meaning is checked
+    against the strategy by :func:`_table`)."""
+    field = "runset_table"
+    _want(type(value) is dict, field, "an object", value)
+    keys = sorted(str(f)[:40] for f in value)
+    if keys != sorted(TABLE_FIELDS):
+        raise _Corrupt(f"{field} must have the keys {list(TABLE_FIELDS)}, got {keys[:10]}")
+    _want(type(value["mode"]) is str, f"{field}.mode", "a string", value["mode"])
+    if value["mode"] not in _TABLE_MODES:
+        raise _Corrupt(f"{field}.mode must be 'covariance' or 'independent'")
+    _json_int(value["n_models"], f"{field}.n_models", 1, 64)
+    _json_strings(value["order"], f"{field}.order")
+    runsets = value["runsets"]
+    _want(type(runsets) is list, f"{field}.runsets", "an array of run-set masks", runsets)
+    for i, m in enumerate(runsets):
+        _json_int(m, f"{field}.runsets[{i}]", 0, (1 << 64) - 1)
+    for key in ("factors", "sha256"):
+        _want(type(value[key]) is str, f"{field}.{key}", "a string", value[key])
+    _want(type(value["complete"]) is bool, f"{field}.complete", "true or false", value["complete"])
+    return dict(value)
+
+
+def _table(strategy: Strategy, t: dict[str, Any]) -> Any:
+    """The :class:`RunSetTable` of a policy file, checked against the strategy: its models,
+    order and run-sets, and its checksum (docs/policy-format.md §8, rule 12)."""
+    from .decider import RunSetTable, reachable_runsets
+
+    field = "runset_table"
+    k = len(strategy.models)
+    if t["n_models"] != k:
+        raise _Corrupt(f"{field} is for {t['n_models']} models; the policy has {k}")
+    order = strategy.model_order
+    if tuple(t["order"]) != order:
+        raise _Corrupt(
+            f"{field} was computed for the model order {t['order']}, not the policy's "
+            f"{list(order)}"
+        )
+    mode = _TABLE_MODES[t["mode"]]
+    try:
+        values = base64.b64decode(t["factors"].encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError) as exc:
+        raise _Corrupt(f"{field}.factors is not base64: {exc}") from None
+    runsets = np.array(t["runsets"], dtype=np.uint64)
+    digest = _table_digest(
+        t["mode"], strategy.models, t["order"], runsets.astype("<u8").tobytes(), values
+    )
+    if digest != t["sha256"]:
+        raise _Corrupt(
+            f"{field} checksum does not match its content (corrupted or edited); save the "
+            "policy again"
+        )
+    n = runsets.shape[0]
+    per = k * (k + 1) // 2 if mode == UncertaintyMode.COVARIANCE else k
+    if len(values) != 8 * n * per:
+        raise _Corrupt(
+            f"{field}.factors holds {len(values)} bytes; {n} run-sets need {8 * n * per}"
+        )
+    reachable = set(reachable_runsets(k, strategy._depth(k), strategy.prefixes_only))
+    if n == 0 or len(set(t["runsets"])) != n or not set(t["runsets"]) <= reachable:
+        raise _Corrupt(
+            f"{field}.runsets must be distinct run-sets this strategy can reach, the empty "
+            "one included"
+        )
+    flat = np.frombuffer(values, dtype="<f8").astype(np.float64).reshape(n, per)
+    if not np.isfinite(flat).all():
+        raise _Corrupt(f"{field}.factors holds NaN or infinite values")
+    factors: Any
+    if mode == UncertaintyMode.COVARIANCE:
+        factors = np.zeros((n, k, k))
+        rows, cols = np.tril_indices(k)
+        factors[:, rows, cols] = flat
+    else:
+        if (flat < 0).any():
+            raise _Corrupt(f"{field}.factors holds negative standard deviations")
+        factors = flat
+    idx = np.argsort(runsets, kind="stable")
+    return RunSetTable(
+        mode,
+        strategy.order_.copy(),
+        runsets[idx],
+        np.ascontiguousarray(factors[idx]),
+        t["complete"],
+    )
 
 
 def load_policy(
@@ -368,6 +512,8 @@ def load_policy(
         strat.set_lambdas(
             parts["lambdas"], lambdas_expensive=parts["lambdas_expensive"], gamma=parts["gamma"]
         )
+        if parts["runset_table"] is not None:
+            strat.runset_table_ = _table(strat, parts["runset_table"])
     except _Corrupt as exc:
         raise ValueError(f"{p} is a corrupted policy file: {exc}") from None
     except (TypeError, ValueError) as exc:
@@ -376,7 +522,20 @@ def load_policy(
             raise ValueError(f"{p} {text}") from None
         raise ValueError(f"{p} is a corrupted policy file: {text}") from None
     strat.fit_info_ = parts["fit_info"]
+    _warm(strat)
     return strat
+
+
+def _warm(strategy: Strategy) -> None:
+    """Build the prepared decider now, so that the first decision after ``load`` costs what
+    a warm one does (docs/decider.md §3): only when that needs no estimator pass."""
+    from .decider import has_runset_uncertainty
+
+    if not strategy.uses_decider:
+        return
+    if strategy.runset_table_ is None and has_runset_uncertainty(strategy.quality_estimator):
+        return  # an older file without a table: computed on first use
+    strategy.decider()
 
 
 __all__ = [
