@@ -36,7 +36,7 @@ PRICE = np.array([1.0, 4.0, 16.0]) * 1e-7
 FAST = ["--bootstrap", "50", "--no-progress"]
 
 
-def write_folder(root: Path, n: int = 160, seed: int = 0) -> Path:
+def write_folder(root: Path, n: int = 120, seed: int = 0) -> Path:
     """A benchmark ``quiz`` in the llm_cascades layout with answers whose agreement and
     log-probability confidence track correctness."""
     rng = np.random.default_rng(seed)
@@ -99,7 +99,7 @@ def test_cli_learned_three_seeds_writes_table_json_and_calibration_png(
     code, text, err = run([*argv, "--plot", str(plot), *FAST], capsys)
     assert code == 0, err
     assert "learned estimators reading query texts, confidences, agreement" in text
-    assert "80 train / 80 test queries per split" in text
+    assert "60 train / 60 test queries per split" in text
     rows = auc_rows(text)
     data = json.loads(target.read_text())
     summary = data["summary"]
@@ -220,7 +220,7 @@ def test_test_outcomes_do_not_reach_the_test_estimates(folder: Path) -> None:
     data = datasets.load(folder, benchmarks=["quiz"])
     rng = np.random.default_rng(0)
     perm = rng.permutation(data.n_queries)
-    train, test = np.sort(perm[:80]), np.sort(perm[80:])
+    train, test = np.sort(perm[:60]), np.sort(perm[60:])
     shuffled_quality = data.quality.copy()
     shuffled_quality[test] = shuffled_quality[test][rng.permutation(test.size)]
     shuffled = dataclasses.replace(data, quality=shuffled_quality)
@@ -246,7 +246,7 @@ def test_test_outcomes_do_not_reach_the_test_estimates(folder: Path) -> None:
 def test_estimates_are_predicted_once_per_row_and_run_set(folder: Path) -> None:
     data = datasets.load(folder, benchmarks=["quiz"])
     inputs = learned_inputs(data)
-    train = np.arange(0, 160, 2)
+    train = np.arange(0, 120, 2)
     est = LearnedQuality(data.models, seed=0).fit(
         [inputs.queries[r] for r in train], [inputs.answers[r] for r in train], data.quality[train]
     )
