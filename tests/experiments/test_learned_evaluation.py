@@ -336,3 +336,28 @@ def test_dataset_refuses_bad_learned_fields(field: str, value: Any, message: str
     if field == "answer_scores":
         with pytest.raises(ValueError, match="answer_score_name"):
             datasets.Dataset(**base, answer_scores=[[1.0, 2.0], [3.0, 4.0]])
+
+
+def test_tables_with_seeds_average_the_single_seed_runs(
+    folder: Path, tmp_path: Path, capsys: Any
+) -> None:
+    common = ["evaluate", str(folder), "--benchmarks", "quiz"]
+    common += ["--strategies", "routing,cascade_routing"]
+    singles = []
+    for seed in (0, 1):
+        target = tmp_path / f"seed{seed}.json"
+        argv = [*common, "--split", "random", "--seed", str(seed), "--bootstrap", "0"]
+        code, _, err = run([*argv, "--out", str(tmp_path), "--json", str(target)], capsys)
+        assert code == 0, err
+        singles.append(json.loads(target.read_text()))
+    target = tmp_path / "seeds.json"
+    argv = [*common, "--seeds", "0,1", *FAST, "--out", str(tmp_path), "--json", str(target)]
+    code, text, err = run(argv, capsys)
+    assert code == 0, err
+    data = json.loads(target.read_text())
+    for key in ("routing", "cascade_routing"):
+        each = [s["strategies"][key]["auc"] for s in singles]
+        assert data["summary"]["per_split"][key] == each
+        assert data["summary"]["auc"][key] == pytest.approx(np.mean(each))
+    assert "mean AUC x100 over 2 split(s) (seeds 0,1)" in text
+    assert "calibration" not in text  # the tables have no calibration report
