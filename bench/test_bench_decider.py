@@ -23,14 +23,48 @@ import cascade_routing as cr
 from cascade_routing.strategies import CascadeRouter, Strategy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "strategies"))
 
-from _decider_cases import RandomCost, RunSetEstimator
+#: Workload A of the engine benchmarks (bench/_workloads.py) as a strategy: means and costs
+#: ~ U(0, 1) per query, variance 0.01 (with a full covariance: correlation 0.5), λ = 0.5.
+LAMBDA = 0.5
+
+
+class WorkloadQuality:
+    """Means ~ U(0, 1) per query; the same uncertainty for every run-set (the protocol)."""
+
+    def __init__(self, k: int, kind: str) -> None:
+        self.k = k
+        self.unc = np.full(k, 0.01) if kind == "var" else 0.01 * (0.5 * np.eye(k) + 0.5)
+
+    def uncertainty(self, ran: Any) -> np.ndarray:
+        return self.unc
+
+    def predict_mean(self, queries: Any, answers: Any) -> np.ndarray:
+        return np.random.default_rng([int(q) for q in queries]).uniform(
+            size=(len(queries), self.k)
+        )
+
+    def predict(self, queries: Any, answers: Any) -> cr.QualityEstimate:
+        mean = self.predict_mean(queries, answers)
+        unc = np.broadcast_to(self.unc, (len(queries), *self.unc.shape)).copy()
+        if self.unc.ndim == 1:
+            return cr.QualityEstimate(mean, var=unc)
+        return cr.QualityEstimate(mean, cov=unc)
+
+
+class WorkloadCost:
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def predict(self, queries: Any, answers: Any) -> np.ndarray:
+        seed = [1, *(int(q) for q in queries)]
+        return np.random.default_rng(seed).uniform(size=(len(queries), self.k))
 
 
 def _router(k: int, kind: str = "cov") -> Strategy:
-    s = CascadeRouter(RunSetEstimator(k, 5, kind), RandomCost(k, 6), [f"m{i}" for i in range(k)])
-    s.set_lambdas([0.05], gamma=0.0)
+    models = [f"m{i}" for i in range(k)]
+    s = CascadeRouter(WorkloadQuality(k, kind), WorkloadCost(k), models, order="given")
+    s.set_lambdas([LAMBDA], gamma=0.0)
     s.prepare()
     return s
 
@@ -62,7 +96,7 @@ def _p99(benchmark: Any) -> None:
 
 def _inputs(k: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(k)
-    return rng.uniform(0.2, 0.8, k), rng.uniform(0.0, 1.0, k)
+    return rng.uniform(size=k), rng.uniform(size=k)
 
 
 @pytest.mark.parametrize("k", [11, 5])
@@ -88,30 +122,39 @@ def test_next_model_baseline(benchmark: Any, k: int) -> None:
     _p99(benchmark)
 
 
+@pytest.mark.parametrize("kind", ["var", "cov"])
 @pytest.mark.parametrize("how", ["decider", "search_batch"])
-def test_batch_k5_one_thread(benchmark: Any, how: str) -> None:
-    benchmark.group = "batch k=5 one thread (10,000 rows)"
+def test_batch_k5_one_thread(benchmark: Any, how: str, kind: str) -> None:
+    benchmark.group = f"batch k=5 one thread, 10,000 rows ({kind})"
     k, n = 5, 10_000
-    s = _router(k)
+    s = _router(k, kind)
     d = s.decider()
+    assert d.table is not None
     rng = np.random.default_rng(1)
-    q, c = rng.uniform(0.2, 0.8, (n, k)), rng.uniform(0.0, 1.0, (n, k))
+    q, c = rng.uniform(size=(n, k)), rng.uniform(size=(n, k))
     ran = np.zeros(n, dtype=np.uint64)
     e = np.zeros(n, dtype=np.uint8)
     want = d.decide_batch(q, c, ran, e)
     if how == "decider":
         got = benchmark(d.decide_batch, q, c, ran, e)
-        np.testing.assert_array_equal(got[0], want[0])
-    else:  # the baseline: the batched search with a Cholesky factor per row
-        chol = np.ascontiguousarray(np.broadcast_to(d.table.factors[0], (n, k, k)))
+    else:  # the baseline: the batched search with the factor repeated per row
+        f = d.table.factors[0]
+        sd = (
+            np.ascontiguousarray(np.broadcast_to(f, (n, k))) if kind == "var" else np.zeros((n, 0))
+        )
+        chol = (
+            np.ascontiguousarray(np.broadcast_to(f, (n, k, k)))
+            if kind == "cov"
+            else np.zeros((n, 0, 0))
+        )
+        mode = cr.UncertaintyMode.INDEPENDENT if kind == "var" else cr.UncertaintyMode.COVARIANCE
         normals = cr.standard_normals(k, s.n_samples, s.sample_seed)
         be = cr._backend.active()
         got = benchmark(
-            be.run_search_batch, q, c, np.full(n, 0.05), cr.UncertaintyMode.COVARIANCE,
-            np.zeros((n, 0)), chol, normals, np.zeros((n, k), dtype=np.uint8), s.options_,
-            e, 1,
+            be.run_search_batch, q, c, np.full(n, LAMBDA), mode, sd, chol, normals,
+            np.zeros((n, k), dtype=np.uint8), s.options_, e, 1,
         )  # fmt: skip
-        np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[0], want[0])
     stats = getattr(benchmark, "stats", None)
     if stats is not None:
         benchmark.extra_info["decisions_per_s"] = n / stats.stats.median
@@ -129,14 +172,15 @@ def test_first_decision_after_load(benchmark: Any, tmp_path: Path) -> None:
 
     def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
         fresh = CascadeRouter.load(
-            path, RunSetEstimator(k, 5, "cov"), RandomCost(k, 6), models=s.models
+            path, WorkloadQuality(k, "cov"), WorkloadCost(k), models=s.models
         )
         return (fresh,), {}
 
     def first(fresh: Strategy) -> Any:
         return fresh.plan(0, answers)
 
-    got = benchmark.pedantic(first, setup=setup, rounds=30, iterations=1)
+    rounds = 1 if benchmark.disabled else 30
+    got = benchmark.pedantic(first, setup=setup, rounds=rounds, iterations=1)
     assert got == want
     warm = []
     for _ in range(200):
@@ -148,20 +192,33 @@ def test_first_decision_after_load(benchmark: Any, tmp_path: Path) -> None:
 
 
 def test_c_abi_one_decision_k11(tmp_path: Path, benchmark: Any) -> None:
-    """One decision through the C ABI from a C program, k = 11, full covariance (it times
-    itself; the figure is reported in extra_info)."""
-    benchmark.group = "C ABI k=11 one decision"
-    from test_c_api import run_c_program
+    """One decision through the C ABI from a C program (tests/c/decide.c), k = 11, full
+    covariance, nothing run; the program times its own calls (median and p99 in extra_info),
+    and its decisions must equal the Python decider's."""
+    benchmark.group = "C ABI k=11 one decision (timed in C)"
+    import subprocess
 
+    from test_c_api import _compile, _rows  # tests/ is on the path (above)
+
+    k, n = 11, 64
+    d = _router(k).decider()
+    rng = np.random.default_rng(3)
+    q, c = rng.uniform(size=(n, k)), rng.uniform(size=(n, k))
+    ran, e = np.zeros(n, dtype=np.uint64), np.zeros(n, dtype=np.uint8)
+    d.save_c(tmp_path / "d.bin")
+    _rows(tmp_path / "rows.txt", q, c, ran, e)
+    exe = _compile(tmp_path)
     repeats = 1 if benchmark.disabled else 20_000
-    d, (q, c, ran, e), out = run_c_program(tmp_path, "cov", 11, 64, repeats=repeats)
+    args = [str(exe), str(tmp_path / "d.bin"), str(tmp_path / "rows.txt"), str(repeats)]
+    out = subprocess.run(args, check=True, capture_output=True, text=True).stdout.splitlines()
     want = d.decide_batch(q, c, ran, e)
-    for i, line in enumerate(out[:64]):
-        nm, _, _ = line.split()
-        assert int(nm) == want[0][i]
+    for i, line in enumerate(out[:n]):
+        nm, mem, util = line.split()
+        assert (int(nm), int(mem), float(util)) == (want[0][i], want[1][i], want[2][i])
     _, median_ns, p99_ns = out[-1].split()
     benchmark.extra_info["median_us"] = float(median_ns) / 1e3
     benchmark.extra_info["p99_us"] = float(p99_ns) / 1e3
-    benchmark(lambda: None)
+    # The Python decider on the same rows, as the baseline of the same run.
+    benchmark(lambda: [d.decide(q[i], c[i], 0, False) for i in range(n)])
     print(f"\nC ABI k=11 one decision: median {float(median_ns) / 1e3:.2f} us, "
-          f"p99 {float(p99_ns) / 1e3:.2f} us")  # fmt: skip
+          f"p99 {float(p99_ns) / 1e3:.2f} us (Python decider: the benchmark / {n})")  # fmt: skip

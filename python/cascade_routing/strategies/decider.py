@@ -326,10 +326,26 @@ class Decider:
         ``next_model`` is a position in the model order (-1: stop), ``members`` the bit mask
         of the best supermodel.
         """
-        q, c, m = self._check(quality, cost, ran)
         be = _backend.active()
-        if be.name == "cpp" and self._core is not None and self._in_core(m):
-            nm, members, util = self._core.decide(q, c, m, bool(expensive))
+        core = self._core
+        if (
+            core is not None
+            and be.name == "cpp"
+            and type(ran) is int
+            and (self.mode == UncertaintyMode.EXACT or ran in self._factors)
+            and not (self.options.prefixes_only and ran & (ran + 1))
+        ):
+            # The fast path: the core checks the arrays (float64, C-contiguous, shape, finite)
+            # and the mask itself; anything it refuses goes through the full checks below,
+            # which convert array-likes or raise the error naming the argument.
+            try:
+                result: tuple[int, int, float] = core.decide(quality, cost, ran, bool(expensive))
+                return result
+            except (TypeError, ValueError):
+                pass
+        q, c, m = self._check(quality, cost, ran)
+        if core is not None and be.name == "cpp" and self._in_core(m):
+            nm, members, util = core.decide(q, c, m, bool(expensive))
             return int(nm), int(members), float(util)
         return self._decide_with(be, q, c, m, bool(expensive))
 

@@ -535,7 +535,14 @@ def _warm(strategy: Strategy) -> None:
         return
     if strategy.runset_table_ is None and has_runset_uncertainty(strategy.quality_estimator):
         return  # an older file without a table: computed on first use
-    strategy.decider()
+    decider = strategy.decider()
+    # One throw-away decision from the empty run-set brings the normals, its factor and this
+    # thread's scratch memory into use, as a warm decision finds them.
+    k = len(strategy.models)
+    try:
+        decider.decide(np.zeros(k), np.zeros(k), 0, False)
+    except (KeyError, ValueError):
+        pass
 
 
 __all__ = [
