@@ -76,4 +76,4 @@ cd "$root"
 # Only the C++ backend: Numba's JIT under ASan is slow and not what is being checked.
 exec "$python" -m pytest -q -p no:cacheprovider --capture=sys -k "not numba and not numpy" \
     tests/test_core_binding.py tests/test_search.py tests/test_threads.py \
-    tests/test_interrupt.py tests/test_fuzz_corpus.py "$@"
+    tests/test_interrupt.py tests/test_fuzz_corpus.py tests/strategies/test_decider.py "$@"

@@ -287,3 +287,27 @@ def test_penalty_counts_queries_not_run_set_copies(train: dict[str, Any]) -> Non
         return float(np.hypot(np.linalg.norm(est.W_[-1]), np.linalg.norm(est.w_extra_[-1])))
 
     assert weight_norm(16) / weight_norm(1) == pytest.approx(1.0, abs=0.1)
+
+
+def test_prepared_decider_decides_as_next_model(
+    fitted: LearnedQuality, train: dict[str, Any], test: dict[str, Any]
+) -> None:
+    """LearnedQuality follows the run-set protocol: the decider holds its Σ_R per run-set and
+    decides as the unprepared path (full estimates, a Cholesky per call) does."""
+    models = list(train["models"])
+    cost = PriceTableCost(models, {m: (1e-8, 1e-8 * (j + 1)) for j, m in enumerate(models)})
+    cost.fit(train["queries"], train["answers"])
+    router = CascadeRouter(fitted, cost, models, max_depth=3, quality_bounds=(0.0, 1.0))
+    router.set_lambdas([2e6, 1e6, 5e5], lambdas_expensive=[1e6, 5e5, 2e5], gamma=0.5)
+    router.prepare()
+    table = router.runset_table_
+    assert table is not None and table.complete and table.runsets.shape == (15,)  # |R| <= 3
+    lams = router._check_fitted()
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        query, row = test["queries"][i], test["answers"][i]
+        keep = rng.choice(4, int(rng.integers(0, 4)), replace=False).tolist()
+        answers = [a if j in keep else None for j, a in enumerate(row)]
+        est, cst = router._estimate([query], [answers])
+        want = router._plan(query, router._check_state(answers), est, cst, frozenset(), lams)
+        assert router.plan(query, answers) == want

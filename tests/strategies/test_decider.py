@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _decider_cases import _answers, _strategy
+from _decider_cases import RunSetEstimator, _answers, _strategy
 
 import cascade_routing as cr
 from cascade_routing.estimators import (
@@ -116,6 +116,16 @@ def test_decide_batch_equals_decide(backend: str) -> None:
     nm, mem, util = d.decide_batch(q, c, ran, e)
     for i in range(n):
         assert (nm[i], mem[i], util[i]) == d.decide(q[i], c[i], int(ran[i]), bool(e[i]))
+
+
+def test_a_replaced_estimator_gets_its_own_table() -> None:
+    rng = np.random.default_rng(12)
+    s = _strategy(rng, 5, "cov")
+    s.plan(0, [None] * 5)
+    s.quality_estimator = RunSetEstimator(5, 99, "cov")
+    answers = [None, "a", None, None, None]
+    assert s.plan(0, answers) == _unprepared(s, 0, answers)
+    assert s.decider().table is s.runset_table_ and s._table_source is s.quality_estimator
 
 
 def test_decider_checks_its_input() -> None:

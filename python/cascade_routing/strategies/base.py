@@ -228,6 +228,8 @@ class Strategy:
         self.fit_info_: dict[str, Any] = {}
         #: Factors per run-set for the prepared decider (:meth:`prepare`; saved with the policy).
         self.runset_table_: RunSetTable | None = None
+        #: The quality estimator ``runset_table_`` belongs to (another one is re-prepared).
+        self._table_source: Any = None
         self._decider: Decider | None = None
         self._decider_key: tuple[Any, ...] = ()
 
@@ -395,6 +397,7 @@ class Strategy:
             self.runset_table_ = build_table(
                 qe, self.order_.copy(), self._depth(len(self.models)), self.prefixes_only
             )
+        self._table_source = qe
         self._decider, self._decider_key = None, ()
         return self
 
@@ -423,7 +426,8 @@ class Strategy:
             source = None
             if has_runset_uncertainty(qe):
                 table = self.runset_table_
-                if table is None or not np.array_equal(table.order, order):
+                stale = self._table_source is not qe  # the estimator was replaced since
+                if table is None or stale or not np.array_equal(table.order, order):
                     self.prepare()
                     table = self.runset_table_
                 assert table is not None

@@ -514,6 +514,7 @@ def load_policy(
         )
         if parts["runset_table"] is not None:
             strat.runset_table_ = _table(strat, parts["runset_table"])
+            strat._table_source = quality_estimator
     except _Corrupt as exc:
         raise ValueError(f"{p} is a corrupted policy file: {exc}") from None
     except (TypeError, ValueError) as exc:
