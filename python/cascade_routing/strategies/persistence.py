@@ -403,7 +403,7 @@ def _table_fields(value: Any) -> dict[str, Any]:
 def _table(strategy: Strategy, t: dict[str, Any]) -> Any:
     """The :class:`RunSetTable` of a policy file, checked against the strategy: its models,
     order and run-sets, and its checksum (docs/policy-format.md §8, rule 12)."""
-    from .decider import RunSetTable, reachable_runsets
+    from .decider import RunSetTable
 
     field = "runset_table"
     k = len(strategy.models)
@@ -435,8 +435,15 @@ def _table(strategy: Strategy, t: dict[str, Any]) -> Any:
         raise _Corrupt(
             f"{field}.factors holds {len(values)} bytes; {n} run-sets need {8 * n * per}"
         )
-    reachable = set(reachable_runsets(k, strategy._depth(k), strategy.prefixes_only))
-    if n == 0 or len(set(t["runsets"])) != n or not set(t["runsets"]) <= reachable:
+    depth = strategy._depth(k)
+
+    def reachable(m: int) -> bool:  # checked mask by mask: never enumerated
+        if m >> k or m.bit_count() > depth:
+            return False
+        return not (strategy.prefixes_only and m & (m + 1))
+
+    masks = t["runsets"]
+    if n == 0 or 0 not in masks or len(set(masks)) != n or not all(map(reachable, masks)):
         raise _Corrupt(
             f"{field}.runsets must be distinct run-sets this strategy can reach, the empty "
             "one included"
