@@ -39,6 +39,76 @@ bool all_finite(const double* a, std::size_t n) {
     return check == 0.0;
 }
 
+// Quality samples of every model from a Cholesky factor, as SearchWorkspace::fill_column_chol
+// computes them: z_i = q_i, then z_i += u_j * L_ij for j = 0..i in this order, one rounding
+// per product and per sum, so the same bits. Fused over j per block of samples (the block
+// stays in registers instead of a load and a store of the column per j), and built twice:
+// for the baseline ISA and, chosen at run time, for AVX (the same operations per lane).
+#define CASCADE_ROUTING_FILL_CHOL_BODY                                               \
+    constexpr std::size_t kBlock = 16;                                               \
+    const std::size_t kk = static_cast<std::size_t>(k);                              \
+    for (std::size_t i = 0; i < kk; ++i) {                                           \
+        double* col = z + i * ns;                                                    \
+        const double* li = chol + i * kk;                                            \
+        std::size_t s0 = 0;                                                          \
+        for (; s0 + kBlock <= ns; s0 += kBlock) {                                    \
+            double acc[kBlock];                                                      \
+            for (std::size_t t = 0; t < kBlock; ++t) acc[t] = quality[i];            \
+            for (std::size_t j = 0; j <= i; ++j) {                                   \
+                const double l = li[j];                                              \
+                const double* u = normals_t + j * ns + s0;                           \
+                for (std::size_t t = 0; t < kBlock; ++t) acc[t] += u[t] * l;         \
+            }                                                                        \
+            for (std::size_t t = 0; t < kBlock; ++t) col[s0 + t] = acc[t];           \
+        }                                                                            \
+        for (std::size_t s = s0; s < ns; ++s) {                                      \
+            double v = quality[i];                                                   \
+            for (std::size_t j = 0; j <= i; ++j) v += normals_t[j * ns + s] * li[j]; \
+            col[s] = v;                                                              \
+        }                                                                            \
+    }
+
+void fill_chol_generic(const double* quality, const double* chol, const double* normals_t, int k,
+                       std::size_t ns, double* z){CASCADE_ROUTING_FILL_CHOL_BODY}
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__)) && \
+    !defined(CASCADE_ROUTING_NO_AVX) && !defined(CASCADE_ROUTING_NO_SIMD)
+#define CASCADE_ROUTING_DECIDER_AVX 1
+__attribute__((target("avx"))) void fill_chol_avx(const double* quality, const double* chol,
+                                                  const double* normals_t, int k, std::size_t ns,
+                                                  double* z) {
+    CASCADE_ROUTING_FILL_CHOL_BODY
+}
+bool has_avx() {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx");
+}
+#else
+#define CASCADE_ROUTING_DECIDER_AVX 0
+#endif
+#undef CASCADE_ROUTING_FILL_CHOL_BODY
+
+// Clip to the quality bounds and record each column's largest |value| and non-finiteness, as
+// SearchWorkspace::fill_column_chol does after filling (max is exact; `check` is NaN iff the
+// column holds a non-finite value, which is all the search reads of it).
+void finish_columns(SearchWorkspace& ws, int k, const SearchOptions& opt) {
+    const std::size_t ns = ws.ns_;
+    const bool clip = has_quality_bounds(opt);
+    for (int i = 0; i < k; ++i) {
+        double* col = ws.z_ + static_cast<std::size_t>(i) * ns;
+        double m = 0.0;
+        double f = 0.0;
+        for (std::size_t s = 0; s < ns; ++s) {
+            if (clip) col[s] = std::min(std::max(col[s], opt.quality_lower), opt.quality_upper);
+            const double v = col[s];
+            const double a = std::fabs(v);
+            m = a > m ? a : m;
+            f += v - v;
+        }
+        ws.col_maxabs_[i] = m;
+        ws.col_check_[i] = f;
+    }
+}
+
 // The scratch memory of the calling thread, sized on first use and grown as needed: a
 // decision allocates nothing once a thread has made one of the same size.
 SearchWorkspace& thread_workspace() {
@@ -211,8 +281,16 @@ DeciderStatus Decider::decide(const double* quality, const double* cost, std::ui
         if (mode_ == Mode::independent) {
             for (int i = 0; i < k; ++i) ws.fill_column(i, quality[i], f[i], opt);
         } else {
-            for (int i = 0; i < k; ++i)
-                ws.fill_column_chol(i, quality[i], f + static_cast<std::size_t>(i) * kk, opt);
+#if CASCADE_ROUTING_DECIDER_AVX
+            static const bool avx = has_avx();
+            if (avx && options_.use_avx)
+                fill_chol_avx(quality, f, normals_t_.data(), k, ns_, ws.z_);
+            else
+                fill_chol_generic(quality, f, normals_t_.data(), k, ns_, ws.z_);
+#else
+            fill_chol_generic(quality, f, normals_t_.data(), k, ns_, ws.z_);
+#endif
+            finish_columns(ws, k, opt);
         }
     }
     SearchResult res;
