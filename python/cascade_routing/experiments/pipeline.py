@@ -559,7 +559,10 @@ def write_splits_report(
     payload = {"description": run.description, "summary": run.summary.to_dict(), "splits": splits}
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        first.plot(png, title=f"{run.description} (seed {run.summary.seeds[0]})")
+        kind = "learned" if run.learned is not None else "table"
+        first.plot(
+            png, title=f"{first.name}, {kind} estimators, split seed {run.summary.seeds[0]}"
+        )
         target.write_text(json.dumps(payload, indent=2))
         if plot_path is not None and run.learned is not None:
             calibration_plot(run.learned, plot_path, title=f"{first.name}: calibration")
