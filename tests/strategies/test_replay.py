@@ -40,6 +40,33 @@ def test_table_estimator_and_python_replays_agree(cls, noisy: bool, backend: str
     same_replay(compiled, cached)
 
 
+def test_table_replayer_copies_a_table_only_when_it_must() -> None:
+    qe, ce, models, queries, answers, q, c = synthetic(30, 3, 2)
+    given = CascadeRouter(qe, ce, models, order="given")
+    whole = make_replayer(given, queries, answers, q, c, 1)
+    assert isinstance(whole, TableReplayer)
+    # All rows in order, the given model order: the estimator's tables as they are.
+    assert np.shares_memory(whole.tables.ante_quality, qe.ante_mean)
+    assert np.shares_memory(whole.tables.true_quality, q)
+    # A subset of rows in another model order: one copy each, with the right values.
+    rows = np.array([3, 1, 7, 20])
+    perm = np.array([2, 0, 1])
+    other = CascadeRouter(qe, ce, models, order=[models[i] for i in perm])
+    part = make_replayer(other, rows, [answers[i] for i in rows], q[rows], c[rows], 1)
+    assert isinstance(part, TableReplayer)
+    assert not np.shares_memory(part.tables.ante_quality, qe.ante_mean)
+    assert np.array_equal(part.tables.ante_quality, qe.ante_mean[rows][:, perm])
+    assert np.array_equal(part.tables.post_cost, ce.post[rows][:, perm])
+    assert np.array_equal(part.tables.true_cost, c[rows][:, perm])
+    # The means come first; the per-query result maps models back to the given order.
+    res = part.replay(np.array([1e-3]), False)
+    full = res.result()
+    assert (res.mean_cost, res.mean_quality) == (full.mean_cost, full.mean_quality)
+    ran = full.selected[full.selected >= 0]
+    assert np.all(np.isin(ran, np.arange(3)))
+    assert np.array_equal(full.quality, q[rows, np.maximum(full.selected, 0)] * (full.n_run > 0))
+
+
 def test_the_right_replayer_is_chosen() -> None:
     qe, ce, models, queries, answers, q, c = synthetic(20, 3, 1)
     strat = CascadeRouter(qe, ce, models)

@@ -126,8 +126,19 @@ class TableReplayer:
         n = rows.shape[0]
         k = perm.shape[0]
 
+        all_rows = n == 0 or (
+            rows[0] == 0 and rows[-1] == n - 1 and bool(np.all(rows[1:] > rows[:-1]))
+        )
+        identity = bool(np.array_equal(perm, np.arange(k)))
+
         def take(table: NDArray[np.float64]) -> NDArray[np.float64]:
-            return np.ascontiguousarray(table[rows][:, perm])
+            # One copy at most; none when the rows are all rows in order and the model
+            # order is the given one (a contiguous float64 table is used as it is).
+            if all_rows and table.shape[0] == n:
+                t = table if identity else table[:, perm]
+            else:
+                t = table[rows] if identity else table[np.ix_(rows, perm)]
+            return np.ascontiguousarray(t, dtype=np.float64)
 
         use_sd = qe.ante_var is not None and qe.post_var is not None
         if use_sd:
@@ -145,8 +156,8 @@ class TableReplayer:
             post_sd=post_sd,
             ante_cost=ante_c,
             post_cost=post_c,
-            true_quality=np.ascontiguousarray(quality[:, perm]),
-            true_cost=np.ascontiguousarray(cost[:, perm]),
+            true_quality=np.ascontiguousarray(quality if identity else quality[:, perm]),
+            true_cost=np.ascontiguousarray(cost if identity else cost[:, perm]),
             use_sd=use_sd,
         )
         self.strategy = strategy
@@ -161,7 +172,7 @@ class TableReplayer:
         post = self.tables.post_quality
         return float(post.min()), float(post.max())
 
-    def replay(self, lambdas: NDArray[np.float64], prefer_expensive: bool) -> ReplayResult:
+    def replay(self, lambdas: NDArray[np.float64], prefer_expensive: bool) -> TableReplay:
         s = self.strategy
         n, k = self.tables.ante_quality.shape
         search_lam, thresholds = s.replay_arguments(lambdas, k)
@@ -176,7 +187,7 @@ class TableReplayer:
             s.select_last,
             self.n_threads,
         )
-        return to_given_order(
+        return TableReplay(
             s.order_,
             np.asarray(sel),
             np.asarray(n_run),
@@ -184,6 +195,41 @@ class TableReplayer:
             np.asarray(cst),
             np.asarray(qual),
         )
+
+
+class TableReplay:
+    """A replay by :class:`TableReplayer`: its means at once, the per-query
+    :class:`ReplayResult` (model positions mapped back to the given order) on demand. A fit
+    reads only the means, so a replay of a million queries maps no model index."""
+
+    def __init__(
+        self,
+        perm: NDArray[np.int64],
+        selected: NDArray[np.int64],
+        n_run: NDArray[np.int64],
+        order: NDArray[np.int64],
+        cost: NDArray[np.float64],
+        quality: NDArray[np.float64],
+    ) -> None:
+        self._parts = (perm, selected, n_run, order, cost, quality)
+
+    @cached_property
+    def mean_cost(self) -> float:
+        """The correctly rounded mean cost (as :attr:`ReplayResult.mean_cost`)."""
+        return exact_mean(self._parts[4])
+
+    @cached_property
+    def mean_quality(self) -> float:
+        """The correctly rounded mean quality (as :attr:`ReplayResult.mean_quality`)."""
+        return exact_mean(self._parts[5])
+
+    def result(self) -> ReplayResult:
+        """The per-query outcome in the given model order."""
+        return to_given_order(*self._parts)
+
+
+def _result(res: ReplayResult | TableReplay) -> ReplayResult:
+    return res.result() if isinstance(res, TableReplay) else res
 
 
 class _RunSetEstimates:
@@ -422,10 +468,10 @@ def replay_strategy(
         return replay_python(strategy, queries, answers, quality, cost)
     coins = np.array([query_coin(x, strategy.seed) < strategy.gamma_ for x in queries], dtype=bool)
     rep = make_replayer(strategy, queries, answers, quality, cost, n_threads)
-    cheap = rep.replay(lam_cheap, False)
+    cheap = _result(rep.replay(lam_cheap, False))
     if not coins.any():
         return cheap
-    exp = rep.replay(lam_exp, True)
+    exp = _result(rep.replay(lam_exp, True))
     return ReplayResult(
         np.where(coins, exp.selected, cheap.selected),
         np.where(coins, exp.n_run, cheap.n_run),
@@ -440,6 +486,7 @@ __all__ = [
     "ReplayResult",
     "ReplayMeans",
     "Replayer",
+    "TableReplay",
     "TableReplayer",
     "expand_lambdas",
     "make_replayer",
