@@ -242,7 +242,8 @@ class Decider:
 
         ``quality``, ``cost`` ``(k,)`` float64; ``ran`` the bit mask of run models. Checks
         only shapes, the mask and finiteness (ValueError); a run-set missing from the table
-        raises KeyError.
+        raises KeyError. The GIL is released when the decider's worst case is large (as
+        :func:`search` does: 65,536 candidates x samples or more).
         """
     def decide_batch(
         self,
