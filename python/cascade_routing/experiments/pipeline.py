@@ -602,7 +602,7 @@ def _calibration_table(learned: Sequence[LearnedSplit]) -> str:
         ]
         text = [("     -" if math.isnan(v) else f"{v:.3f}") for v in cells]
         lines.append(
-            f"{m[-28:]:<28} {text[0]:>10} {text[1]:>8} {text[2]:>8} "
+            f"{m[:28]:<28} {text[0]:>10} {text[1]:>8} {text[2]:>8} "
             f"{text[3]:>9} {text[4]:>8} {text[5]:>8}"
         )
     return "\n".join(lines)
