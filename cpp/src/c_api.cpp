@@ -3,6 +3,8 @@
 #include "cascade_routing/c_api.h"
 
 #include <cmath>
+#include <exception>
+#include <memory>
 #include <new>
 #include <string>
 
@@ -47,6 +49,26 @@ int fail_with(DeciderStatus status, const std::string& message) {
     return static_cast<int>(status);
 }
 
+// A new decider built by ``build`` into ``*out``, or a status code: no exception crosses the
+// C boundary and nothing leaks when the build fails or throws.
+template <class Build>
+int make_decider(cr_decider** out, Build&& build) {
+    try {
+        auto d = std::make_unique<cr_decider>();
+        std::string error;
+        const DeciderStatus st = build(d->decider, &error);
+        if (st != DeciderStatus::ok) return fail_with(st, error);
+        *out = d.release();
+        return CR_OK;
+    } catch (const std::bad_alloc&) {
+        return fail_with(DeciderStatus::bad_size, "out of memory"), CR_NO_MEMORY;
+    } catch (const std::exception& e) {
+        return fail_with(DeciderStatus::bad_argument, e.what());
+    } catch (...) {
+        return fail_with(DeciderStatus::bad_argument, "unexpected error");
+    }
+}
+
 }  // namespace
 
 extern "C" {
@@ -83,37 +105,17 @@ int cr_decider_create(int k, int mode, const double* normals, size_t n_samples,
     spec.runsets = runsets;
     spec.factors = factors;
     spec.n_runsets = mode == CR_MODE_EXACT ? 0 : n_runsets;
-    try {
-        auto* d = new cr_decider;
-        std::string error;
-        const DeciderStatus st = Decider::create(spec, d->decider, &error);
-        if (st != DeciderStatus::ok) {
-            delete d;
-            return fail_with(st, error);
-        }
-        *out = d;
-        return CR_OK;
-    } catch (const std::bad_alloc&) {
-        return fail_with(DeciderStatus::bad_size, "out of memory"), CR_NO_MEMORY;
-    }
+    return make_decider(out, [&spec](Decider& decider, std::string* error) {
+        return Decider::create(spec, decider, error);
+    });
 }
 
 int cr_decider_load(const char* path, cr_decider** out) {
     if (out == nullptr) return fail_with(DeciderStatus::bad_argument, "out is null");
     *out = nullptr;
-    try {
-        auto* d = new cr_decider;
-        std::string error;
-        const DeciderStatus st = cascade_routing::read_decider_file(path, d->decider, &error);
-        if (st != DeciderStatus::ok) {
-            delete d;
-            return fail_with(st, error);
-        }
-        *out = d;
-        return CR_OK;
-    } catch (const std::bad_alloc&) {
-        return fail_with(DeciderStatus::bad_size, "out of memory"), CR_NO_MEMORY;
-    }
+    return make_decider(out, [path](Decider& decider, std::string* error) {
+        return cascade_routing::read_decider_file(path, decider, error);
+    });
 }
 
 void cr_decider_free(cr_decider* decider) { delete decider; }
@@ -127,13 +129,19 @@ int cr_decide(const cr_decider* decider, const double* quality, const double* co
     if (decider == nullptr || quality == nullptr || cost == nullptr || next_model == nullptr ||
         members == nullptr || utility == nullptr)
         return fail_with(DeciderStatus::bad_argument, "cr_decide: a pointer argument is null");
-    cascade_routing::Decision d;
-    const DeciderStatus st = decider->decider.decide(quality, cost, ran, expensive != 0, d);
-    if (st != DeciderStatus::ok) return report(st, "cr_decide");
-    *next_model = d.next_model;
-    *members = d.members;
-    *utility = d.utility;
-    return CR_OK;
+    try {
+        cascade_routing::Decision d;
+        const DeciderStatus st = decider->decider.decide(quality, cost, ran, expensive != 0, d);
+        if (st != DeciderStatus::ok) return report(st, "cr_decide");
+        *next_model = d.next_model;
+        *members = d.members;
+        *utility = d.utility;
+        return CR_OK;
+    } catch (const std::bad_alloc&) {
+        return fail_with(DeciderStatus::bad_size, "out of memory"), CR_NO_MEMORY;
+    } catch (...) {
+        return fail_with(DeciderStatus::bad_argument, "cr_decide: unexpected error");
+    }
 }
 
 int cr_decide_batch(const cr_decider* decider, size_t n, const double* quality, const double* cost,
@@ -154,6 +162,8 @@ int cr_decide_batch(const cr_decider* decider, size_t n, const double* quality, 
         return CR_OK;
     } catch (const std::bad_alloc&) {
         return fail_with(DeciderStatus::bad_size, "out of memory"), CR_NO_MEMORY;
+    } catch (...) {
+        return fail_with(DeciderStatus::bad_argument, "cr_decide_batch: unexpected error");
     }
 }
 
