@@ -459,6 +459,12 @@ def evaluate_splits(
     if estimators == "tables":
         mode = split if len(seeds) == 1 else "random" if split == "auto" else split
         evaluations, desc = [], ""
+        if pool is None and data.n_models > 11 and not is_paper_routerbench(data):
+            # One pool for every split (chosen on the first split's training rows), so the
+            # splits average the same models.
+            with _user_errors():
+                first_train = _split(data, mode, test_size, seeds[0])[0]
+            pool = ",".join(_spread_pool(data, first_train, SPREAD_POOL_SIZE))
         for seed in seeds:
             prepared = prepare(
                 data, pool=pool, noise=noise, seed=seed, test_size=test_size, split=mode
