@@ -22,6 +22,7 @@ from .options import SearchOptions, UncertaintyMode
 from .validation import (
     MAX_MAGNITUDE,
     MAX_MODELS,
+    MAX_SAMPLES,
     MAX_THREADS,
     _all_finite,
     check_bounds,
@@ -113,6 +114,42 @@ def _check_shape(arr: NDArray[Any], shape: tuple[int, ...], name: str, hint: str
         raise ValueError(f"{name} must have shape {shape} ({hint}), got {arr.shape}")
 
 
+_FLOAT64 = np.dtype(np.float64)
+#: Zero-size placeholders for the arrays a mode does not use (nothing can be written to them).
+_NO_SD = np.zeros((0,))
+_NO_CHOL = np.zeros((0, 0))
+_POWERS_OF_TWO = frozenset(
+    1 << i for i in range(MAX_SAMPLES.bit_length()) if 1 << i <= MAX_SAMPLES
+)
+
+
+def _valid_vector(value: Any, nonnegative: bool = False) -> NDArray[np.float64] | None:
+    """``value`` itself if it is a 1-D C-contiguous float64 array of at most ``MAX_MODELS``
+    values that :func:`float_array` would accept unchanged; otherwise ``None`` (then call
+    :func:`float_array`, which converts or raises with the full message).
+
+    The fast path of one decision: for a few values, Python's ``sum``, ``min`` and ``max``
+    over ``tolist()`` cost less than NumPy's reductions. A finite sum proves every value
+    finite (a NaN or an infinity makes it NaN or infinite; an overflow only sends the call
+    to the slow path), and only then are ``min`` and ``max`` meaningful.
+    """
+    if (
+        type(value) is np.ndarray
+        and value.dtype is _FLOAT64
+        and value.ndim == 1
+        and 0 < value.shape[0] <= MAX_MODELS
+        and value.flags.c_contiguous
+    ):
+        vals = value.tolist()
+        if (
+            math.isfinite(sum(vals))
+            and (0.0 if nonnegative else -MAX_MAGNITUDE) <= min(vals)
+            and max(vals) <= MAX_MAGNITUDE
+        ):
+            return value
+    return None
+
+
 def _uncertainty(
     var: Any, cov: Any, lead: tuple[int, ...], k: int
 ) -> tuple[UncertaintyMode, NDArray[np.float64], NDArray[np.float64]]:
@@ -121,6 +158,9 @@ def _uncertainty(
     if var is not None and cov is not None:
         raise ValueError("pass either var (independent) or cov (full covariance), not both")
     if var is not None:
+        fast = _valid_vector(var, nonnegative=True) if not n_lead else None
+        if fast is not None and fast.shape[0] == k:
+            return UncertaintyMode.INDEPENDENT, np.sqrt(fast), _NO_CHOL
         v = float_array(var, "var", 1 + n_lead, nonnegative=True)
         _check_shape(v, lead + (k,), "var", "one variance per model")
         return UncertaintyMode.INDEPENDENT, np.sqrt(v), np.zeros(lead + (0, 0))
@@ -137,9 +177,11 @@ def _uncertainty(
             chol = np.zeros(lead + (k, k))
         return (
             UncertaintyMode.COVARIANCE,
-            np.zeros(lead + (0,)),
+            np.zeros(lead + (0,)) if n_lead else _NO_SD,
             np.ascontiguousarray(chol, dtype=np.float64),
         )
+    if not n_lead:
+        return UncertaintyMode.EXACT, _NO_SD, _NO_CHOL
     return UncertaintyMode.EXACT, np.zeros(lead + (0,)), np.zeros(lead + (0, 0))
 
 
@@ -222,6 +264,11 @@ def search_options(
     return _search_options(
         k, n_ran_max, max_depth, force_order, prefixes_only, prune, rounding_digits, quality_bounds
     )
+
+
+#: check_work of calls whose arguments are all ints and bools (a refused call raises every
+#: time: exceptions are not cached).
+_check_work_cached = functools.lru_cache(maxsize=1024, typed=True)(check_work)
 
 
 def _search_options(
@@ -457,15 +504,28 @@ def search_supermodel(
     -------
     SearchResult
     """
-    q = float_array(quality, "quality", 1)
+    # Already-valid float64 vectors, a float lam, nothing run and plain-int options take fast
+    # paths; anything else goes through the full validation (same checks, same messages).
+    q = _valid_vector(quality)
+    if q is None:
+        q = float_array(quality, "quality", 1)
     k = check_n_models(q.shape[0])
-    c = float_array(cost, "cost", 1, nonnegative=True)
+    c = _valid_vector(cost, nonnegative=True)
+    if c is None:
+        c = float_array(cost, "cost", 1, nonnegative=True)
     _check_shape(c, (k,), "cost", "one cost per model")
-    lam_v = float(_check_lam(lam, None))
-    nothing_ran = ran is None or (type(ran) is tuple and not ran)
-    ran_m = ran_indices(ran, k)
-    n_ran = 0 if nothing_ran else int(ran_m.sum())
-    check_choice(prefer, "prefer", ("cheapest", "expensive"))
+    if type(lam) is float and 0.0 <= lam <= MAX_MAGNITUDE:
+        lam_v = lam
+    else:
+        lam_v = float(_check_lam(lam, None))
+    if ran is None or (type(ran) is tuple and not ran):
+        ran_m = np.zeros(k, dtype=np.uint8)
+        n_ran = 0
+    else:
+        ran_m = ran_indices(ran, k)
+        n_ran = int(ran_m.sum())
+    if type(prefer) is not str or (prefer != "cheapest" and prefer != "expensive"):
+        check_choice(prefer, "prefer", ("cheapest", "expensive"))
     options = search_options(
         k,
         n_ran,
@@ -479,13 +539,26 @@ def search_supermodel(
     if prefixes_only:
         _check_prefix(ran_m)
     mode, sd, chol = _uncertainty(var, cov, (), k)
-    n = check_n_samples(n_samples) if mode else 1
-    check_work(k, n_ran, options.max_depth, n, max_work, options.prefixes_only)
-    normals = standard_normals(k, n, check_seed(seed)) if mode else np.zeros((0, k))
+    if not mode:
+        n = 1
+    elif type(n_samples) is int and n_samples in _POWERS_OF_TWO:
+        n = n_samples
+    else:
+        n = check_n_samples(n_samples)
+    if type(max_work) is int:
+        _check_work_cached(k, n_ran, options.max_depth, n, max_work, options.prefixes_only)
+    else:
+        check_work(k, n_ran, options.max_depth, n, max_work, options.prefixes_only)
+    if not mode:
+        normals = np.zeros((0, k))
+    elif type(seed) is int and seed >= 0:
+        normals = standard_normals(k, n, seed)
+    else:
+        normals = standard_normals(k, n, check_seed(seed))
     nm, mask, util, qual, cst, evaluated = _backend.active().run_search(
         q, c, lam_v, mode, sd, chol, normals, ran_m, options, prefer == "expensive"
     )
-    members = tuple(np.asarray(mask).nonzero()[0].tolist())
+    members = tuple([i for i, member in enumerate(np.asarray(mask).tolist()) if member])
     return SearchResult(
         None if nm < 0 else int(nm), members, float(util), float(qual), float(cst), int(evaluated)
     )
