@@ -183,8 +183,72 @@ inline bool cpu_has_avx() {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx");
 }
+// Largest |value| and non-finiteness of a column, as column_stats (max is exact and the OR of
+// the bits of v - v is all zero iff every value is finite, whatever the order of the lanes).
+__attribute__((target("avx"))) __attribute__((noinline)) void column_stats_avx(const double* col,
+                                                                               std::size_t n,
+                                                                               double& maxabs,
+                                                                               double& check) {
+    const __m256d abs_mask = _mm256_castsi256_pd(_mm256_set1_epi64x(0x7fffffffffffffffLL));
+    __m256d m0 = _mm256_setzero_pd(), m1 = _mm256_setzero_pd();
+    __m256d f0 = _mm256_setzero_pd(), f1 = _mm256_setzero_pd();
+    std::size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256d v0 = _mm256_loadu_pd(col + i);
+        const __m256d v1 = _mm256_loadu_pd(col + i + 4);
+        m0 = _mm256_max_pd(_mm256_and_pd(v0, abs_mask), m0);
+        m1 = _mm256_max_pd(_mm256_and_pd(v1, abs_mask), m1);
+        f0 = _mm256_or_pd(f0, _mm256_sub_pd(v0, v0));
+        f1 = _mm256_or_pd(f1, _mm256_sub_pd(v1, v1));
+    }
+    double mm[8], ff[8];
+    _mm256_storeu_pd(mm, m0);
+    _mm256_storeu_pd(mm + 4, m1);
+    _mm256_storeu_pd(ff, f0);
+    _mm256_storeu_pd(ff + 4, f1);
+    double m = 0.0;
+    double f = 0.0;
+    for (int l = 0; l < 8; ++l) {
+        m = mm[l] > m ? mm[l] : m;
+        f += ff[l];
+    }
+    for (; i < n; ++i) {
+        const double v = col[i];
+        const double a = std::fabs(v);
+        m = a > m ? a : m;
+        f += v - v;
+    }
+    maxabs = m;
+    check = f;
+}
+
+// col[s] = quality + u[s * step] * sd (a product, then a sum: no fused multiply-add), four
+// samples per register; strided normals are gathered four at a time with scalar loads.
+__attribute__((target("avx"))) __attribute__((noinline)) void fill_independent_avx(
+    const double* u, std::size_t step, double quality, double sd, double* col, std::size_t n) {
+    const __m256d q = _mm256_set1_pd(quality);
+    const __m256d d = _mm256_set1_pd(sd);
+    std::size_t s = 0;
+    if (step == 1) {
+        for (; s + 4 <= n; s += 4)
+            _mm256_storeu_pd(col + s, _mm256_add_pd(q, _mm256_mul_pd(_mm256_loadu_pd(u + s), d)));
+    } else {
+        for (; s + 4 <= n; s += 4) {
+            const __m256d v =
+                _mm256_set_pd(u[(s + 3) * step], u[(s + 2) * step], u[(s + 1) * step], u[s * step]);
+            _mm256_storeu_pd(col + s, _mm256_add_pd(q, _mm256_mul_pd(v, d)));
+        }
+    }
+    for (; s < n; ++s) col[s] = quality + u[s * step] * sd;
+}
+
+inline bool avx_available() {
+    static const bool has = cpu_has_avx();
+    return has;
+}
 #else
 inline bool cpu_has_avx() { return false; }
+inline bool avx_available() { return false; }
 #endif
 
 // Round half to even, as np.rint / std::nearbyint in the default rounding mode, without a
@@ -496,19 +560,39 @@ void SearchWorkspace::set_normals(const Normals& normals, int k, bool transpose)
     u_sample_step_ = 1;
 }
 
+// The statistics of column i after an optional clip (every column filler ends with this).
+void SearchWorkspace::finish_column(int i, const SearchOptions& opt) {
+    const std::size_t ns = ns_;
+    double* col = z_ + static_cast<std::size_t>(i) * ns;
+    if (has_quality_bounds(opt)) clip_values(col, ns, opt.quality_lower, opt.quality_upper);
+#if CASCADE_ROUTING_AVX
+    if (opt.use_avx && avx_available()) {
+        column_stats_avx(col, ns, col_maxabs_[i], col_check_[i]);
+        return;
+    }
+#endif
+    column_stats(col, ns, col_maxabs_[i], col_check_[i]);
+}
+
 void SearchWorkspace::fill_column(int i, double quality, double sd, const SearchOptions& opt) {
     // z = q + u * sd, as the reference (one rounding for the product, one for the sum).
     const std::size_t ns = ns_;
     const std::size_t step = u_sample_step_;
     const double* u = u_ + static_cast<std::size_t>(i) * u_column_step_;
     double* col = z_ + static_cast<std::size_t>(i) * ns;
+#if CASCADE_ROUTING_AVX
+    if (opt.use_avx && avx_available()) {
+        fill_independent_avx(u, step, quality, sd, col, ns);
+        finish_column(i, opt);
+        return;
+    }
+#endif
     if (step == 1) {
         for (std::size_t s = 0; s < ns; ++s) col[s] = quality + u[s] * sd;
     } else {
         for (std::size_t s = 0; s < ns; ++s) col[s] = quality + u[s * step] * sd;
     }
-    if (has_quality_bounds(opt)) clip_values(col, ns, opt.quality_lower, opt.quality_upper);
-    column_stats(col, ns, col_maxabs_[i], col_check_[i]);
+    finish_column(i, opt);
 }
 
 void SearchWorkspace::fill_column_chol(int i, double quality, const double* chol_row,
@@ -527,8 +611,7 @@ void SearchWorkspace::fill_column_chol(int i, double quality, const double* chol
             for (std::size_t s = 0; s < ns; ++s) col[s] += u[s * step] * l;
         }
     }
-    if (has_quality_bounds(opt)) clip_values(col, ns, opt.quality_lower, opt.quality_upper);
-    column_stats(col, ns, col_maxabs_[i], col_check_[i]);
+    finish_column(i, opt);
 }
 
 Status search_prepared(const SearchInput& in, int k, const SearchOptions& opt, SearchWorkspace& ws,

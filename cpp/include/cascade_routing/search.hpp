@@ -134,6 +134,9 @@ public:
     void fill_column(int i, double quality, double sd, const SearchOptions& options);
     void fill_column_chol(int i, double quality, const double* chol_row,
                           const SearchOptions& options);
+    //! For a column i written into `z_` by other means: clip it to the quality bounds of
+    //! `options` and record its largest |value| (what the fillers above end with).
+    void finish_column(int i, const SearchOptions& options);
 
     // Internal state, exposed for the search kernels (treat as private).
     int k_ = 0;
