@@ -87,28 +87,6 @@ bool has_avx() {
 #endif
 #undef CASCADE_ROUTING_FILL_CHOL_BODY
 
-// Clip to the quality bounds and record each column's largest |value| and non-finiteness, as
-// SearchWorkspace::fill_column_chol does after filling (max is exact; `check` is NaN iff the
-// column holds a non-finite value, which is all the search reads of it).
-void finish_columns(SearchWorkspace& ws, int k, const SearchOptions& opt) {
-    const std::size_t ns = ws.ns_;
-    const bool clip = has_quality_bounds(opt);
-    for (int i = 0; i < k; ++i) {
-        double* col = ws.z_ + static_cast<std::size_t>(i) * ns;
-        double m = 0.0;
-        double f = 0.0;
-        for (std::size_t s = 0; s < ns; ++s) {
-            if (clip) col[s] = std::min(std::max(col[s], opt.quality_lower), opt.quality_upper);
-            const double v = col[s];
-            const double a = std::fabs(v);
-            m = a > m ? a : m;
-            f += v - v;
-        }
-        ws.col_maxabs_[i] = m;
-        ws.col_check_[i] = f;
-    }
-}
-
 // The scratch memory of the calling thread, sized on first use and grown as needed: a
 // decision allocates nothing once a thread has made one of the same size.
 SearchWorkspace& thread_workspace() {
@@ -290,7 +268,8 @@ DeciderStatus Decider::decide(const double* quality, const double* cost, std::ui
 #else
             fill_chol_generic(quality, f, normals_t_.data(), k, ns_, ws.z_);
 #endif
-            finish_columns(ws, k, opt);
+            // Clip and the column statistics, as fill_column_chol ends (vectorised there).
+            for (int i = 0; i < k; ++i) ws.finish_column(i, opt);
         }
     }
     SearchResult res;
