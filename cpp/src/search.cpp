@@ -185,14 +185,39 @@ inline bool cpu_has_avx() {
 }
 // Largest |value| and non-finiteness of a column, as column_stats (max is exact and the OR of
 // the bits of v - v is all zero iff every value is finite, whatever the order of the lanes).
-__attribute__((target("avx"))) __attribute__((noinline)) void column_stats_avx(const double* col,
-                                                                               std::size_t n,
-                                                                               double& maxabs,
-                                                                               double& check) {
+// For 8 <= n <= 128 it also returns numpy_sum(col) in `sum` (NumPy's eight running sums in two
+// registers, combined as block_sum does: the same bits); otherwise `sum` is left untouched.
+__attribute__((target("avx"))) __attribute__((noinline)) void column_stats_avx(
+    const double* col, std::size_t n, double& maxabs, double& check, double& sum) {
     const __m256d abs_mask = _mm256_castsi256_pd(_mm256_set1_epi64x(0x7fffffffffffffffLL));
     __m256d m0 = _mm256_setzero_pd(), m1 = _mm256_setzero_pd();
     __m256d f0 = _mm256_setzero_pd(), f1 = _mm256_setzero_pd();
     std::size_t i = 0;
+    if (n >= 8 && n <= 128) {
+        const std::size_t end = n - n % 8;
+        __m256d lo = _mm256_loadu_pd(col);
+        __m256d hi = _mm256_loadu_pd(col + 4);
+        m0 = _mm256_and_pd(lo, abs_mask);
+        m1 = _mm256_and_pd(hi, abs_mask);
+        f0 = _mm256_sub_pd(lo, lo);
+        f1 = _mm256_sub_pd(hi, hi);
+        for (i = 8; i < end; i += 8) {
+            const __m256d v0 = _mm256_loadu_pd(col + i);
+            const __m256d v1 = _mm256_loadu_pd(col + i + 4);
+            lo = _mm256_add_pd(lo, v0);
+            hi = _mm256_add_pd(hi, v1);
+            m0 = _mm256_max_pd(_mm256_and_pd(v0, abs_mask), m0);
+            m1 = _mm256_max_pd(_mm256_and_pd(v1, abs_mask), m1);
+            f0 = _mm256_or_pd(f0, _mm256_sub_pd(v0, v0));
+            f1 = _mm256_or_pd(f1, _mm256_sub_pd(v1, v1));
+        }
+        double r[8];
+        _mm256_storeu_pd(r + 0, lo);
+        _mm256_storeu_pd(r + 4, hi);
+        double res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+        for (std::size_t t = i; t < n; ++t) res += col[t];
+        sum = res;
+    }
     for (; i + 8 <= n; i += 8) {
         const __m256d v0 = _mm256_loadu_pd(col + i);
         const __m256d v1 = _mm256_loadu_pd(col + i + 4);
@@ -351,21 +376,31 @@ struct ExactQuality {
 };
 
 struct SampledQuality {
-    const double* z;  // (k, ns)
-    double* rowmax;   // (k + 1, ns)
-    double* scratch;  // (ns,) for sizes that must materialise a row before summing
+    const double* z;        // (k, ns)
+    double* rowmax;         // (k + 1, ns)
+    const double** rows;    // rows[d] = the row maxima of the node at depth d
+    const double* col_sum;  // (k,): numpy_sum of each column
+    double* scratch;        // (ns,) for sizes that must materialise a row before summing
     std::size_t ns;
     double dns;
-    bool avx;  // 8 <= ns <= 128 and the CPU has AVX
+    bool avx;         // 8 <= ns <= 128 and the CPU has AVX
+    bool empty_root;  // nothing ran: the root's row maxima are all -inf
     const double* col(int m) const { return z + static_cast<std::size_t>(m) * ns; }
-    //! Q of the child that adds m to the node at `depth`; its row maxima are stored at
-    //! depth + 1 unless `leaf` (the child will not be expanded).
+    //! Q of the child that adds m to the node at `depth`; its row maxima are recorded for
+    //! depth + 1 unless `leaf` (the child will not be expanded). Below an empty root,
+    //! max(-inf, z) = z: the child's row maxima are its column and its sum the column's
+    //! (finite columns: a search with a non-finite sample stops before enumerating).
 #if defined(__GNUC__) || defined(__clang__)
     __attribute__((always_inline))
 #endif
     inline double child(int depth, int m, bool leaf = false) const {
-        const double* parent = rowmax + static_cast<std::size_t>(depth) * ns;
+        if (depth == 0 && empty_root) {
+            rows[1] = col(m);
+            return col_sum[m] / dns;
+        }
+        const double* parent = rows[depth];
         double* out = leaf ? scratch : rowmax + static_cast<std::size_t>(depth + 1) * ns;
+        if (!leaf) rows[depth + 1] = out;
         double sum;
 #if CASCADE_ROUTING_AVX
         if (avx) {
@@ -567,11 +602,13 @@ void SearchWorkspace::finish_column(int i, const SearchOptions& opt) {
     if (has_quality_bounds(opt)) clip_values(col, ns, opt.quality_lower, opt.quality_upper);
 #if CASCADE_ROUTING_AVX
     if (opt.use_avx && avx_available()) {
-        column_stats_avx(col, ns, col_maxabs_[i], col_check_[i]);
+        column_stats_avx(col, ns, col_maxabs_[i], col_check_[i], col_sum_[i]);
+        if (ns < 8 || ns > 128) col_sum_[i] = numpy_sum(col, ns);
         return;
     }
 #endif
     column_stats(col, ns, col_maxabs_[i], col_check_[i]);
+    col_sum_[i] = numpy_sum(col, ns);
 }
 
 void SearchWorkspace::fill_column(int i, double quality, double sd, const SearchOptions& opt) {
@@ -673,15 +710,15 @@ Status search_prepared(const SearchInput& in, int k, const SearchOptions& opt, S
 
     double q_root = -kInf;
     double* rowmax = sampled ? ws.rowmax_ : nullptr;
-    if (sampled) {
+    if (sampled && cx.n_ran > 0) {
         std::fill(rowmax, rowmax + ns, -kInf);
         for (int i = 0; i < k; ++i) {
             if (in.ran[i] == 0) continue;
             const double* col = ws.z_ + static_cast<std::size_t>(i) * ns;
             for (std::size_t s = 0; s < ns; ++s) rowmax[s] = max2(rowmax[s], col[s]);
         }
-        if (cx.n_ran > 0) q_root = numpy_sum(rowmax, ns) / static_cast<double>(ns);
-    } else {
+        q_root = numpy_sum(rowmax, ns) / static_cast<double>(ns);
+    } else if (!sampled) {
         for (int i = 0; i < k; ++i)
             if (in.ran[i] != 0 && means[i] > q_root) q_root = means[i];
     }
@@ -696,12 +733,16 @@ Status search_prepared(const SearchInput& in, int k, const SearchOptions& opt, S
         best.mask = cx.ranmask;
     }
     if (sampled) {
+        ws.rows_[0] = rowmax;  // not read below an empty root
         const SampledQuality quality{ws.z_,
                                      rowmax,
+                                     ws.rows_,
+                                     ws.col_sum_,
                                      ws.scratch_,
                                      ns,
                                      static_cast<double>(ns),
-                                     ns >= 8 && ns <= 128 && opt.use_avx && cpu_has_avx()};
+                                     ns >= 8 && ns <= 128 && opt.use_avx && avx_available(),
+                                     cx.n_ran == 0};
         if (!enumerate(quality, cx, opt, ws, best, evaluated)) return Status::cancelled;
     } else {
         const ExactQuality quality{means, ws.qual_};

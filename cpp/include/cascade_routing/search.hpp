@@ -152,7 +152,9 @@ public:
     double* scratch_ = nullptr;  // (ns,)
     // Per-column and per-depth scratch, written before it is read (left uninitialised).
     double col_maxabs_[kMaxModels];
-    double col_check_[kMaxModels];  // NaN iff the column holds a non-finite value
+    double col_check_[kMaxModels];        // NaN iff the column holds a non-finite value
+    double col_sum_[kMaxModels];          // numpy_sum of the column
+    const double* rows_[kMaxModels + 1];  // row maxima of the search's node at each depth
     double qual_[kMaxModels + 1];
     double cst_[kMaxModels + 1];
     std::uint64_t pmask_[kMaxModels + 1];
