@@ -240,3 +240,99 @@ def test_library_and_header_are_found() -> None:
     require_backend("cpp")
     assert c_api.library_path().is_file()
     assert (c_api.include_dir() / "cascade_routing" / "c_api.h").is_file()
+
+
+# ------------------------------------------------------------------ fuzzing findings
+
+
+def _create_raw(
+    ffi: Any, C: Any, *, lam: float = 0.5, normal: float = 0.1, factor: float = 0.1
+) -> tuple[int, Any, str]:
+    """cr_decider_create for k = 2, full covariance, one run-set (the empty one), with one
+    multiplier, normal and factor entry set as given; (status, handle, message)."""
+    normals = np.full((4, 2), 0.1)
+    normals[0, 0] = normal
+    lams = np.array([lam])
+    runsets = np.zeros(1, dtype=np.uint64)
+    factors = np.array([[[0.1, 0.0], [0.05, 0.1]]])
+    factors[0, 1, 0] = factor
+    out = ffi.new("cr_decider**")
+    st = C.cr_decider_create(
+        2, 2, ffi.from_buffer("double[]", normals), 4, ffi.from_buffer("double[]", lams),
+        ffi.from_buffer("double[]", lams), 1, 2, 0, 0, 8, -np.inf, np.inf,
+        ffi.from_buffer("uint64_t[]", runsets), ffi.from_buffer("double[]", factors), 1, out,
+    )  # fmt: skip
+    message = ffi.string(C.cr_last_error()).decode()
+    handle = ffi.gc(out[0], C.cr_decider_free) if st == 0 else None
+    return st, handle, message
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("lam", 1e200), ("normal", -1e200), ("factor", 1e308), ("factor", 2e100)],
+)
+def test_create_refuses_values_so_large_that_decisions_overflow(
+    lib: Any, field: str, value: float
+) -> None:
+    """Fuzzing finding: a factor of 1e308 was accepted, and every decision at its run-set
+    then failed with CR_NON_FINITE as if the quality or cost were not finite."""
+    ffi, C = lib
+    st, handle, message = _create_raw(ffi, C, **{field: value})
+    assert st == 1 and handle is None  # CR_NON_FINITE
+    name = {"lam": "lambdas", "normal": "normals", "factor": "factors"}[field]
+    assert message.startswith(name) and "1e100" in message, message
+    st, handle, _ = _create_raw(ffi, C, **{field: 1e100 if value > 0 else -1e100})
+    assert st == 0 and handle is not None  # the bound itself is accepted
+
+
+def test_load_refuses_a_file_with_a_huge_factor(lib: Any, tmp_path: Path) -> None:
+    """Fuzzing finding: the same through a decider file whose CRC-32 was written again."""
+    import struct
+    import zlib
+
+    ffi, C = lib
+    d = _strategy(np.random.default_rng(3), 3, "cov").decider()
+    path = tmp_path / "d.bin"
+    d.save_c(path)
+    raw = bytearray(path.read_bytes())
+    # The first factor entry: after the multipliers, the normals and the masks.
+    k, ns, steps = d.k, d.normals.shape[0], d.lambdas.shape[0]
+    n_runsets = d._all_factors()[0].shape[0]
+    at = 96 + 8 * (2 * steps + ns * k + n_runsets)
+    struct.pack_into("<d", raw, at, 1e308)
+    struct.pack_into("<I", raw, len(raw) - 4, zlib.crc32(bytes(raw[:-4])))
+    path.write_bytes(bytes(raw))
+    out = ffi.new("cr_decider**")
+    assert C.cr_decider_load(str(path).encode(), out) == 7  # CR_BAD_FILE
+    message = ffi.string(C.cr_last_error()).decode()
+    assert "factors of run-set" in message and "1e100" in message, message
+    assert out[0] == ffi.NULL
+
+
+def test_a_decision_refuses_values_beyond_the_magnitude_bound(lib: Any) -> None:
+    """Fuzzing finding: a finite quality of 1e308 was decided, with an infinite utility (the
+    mean over samples overflowed). Qualities and costs beyond 1e100 are refused, as the
+    strategy's checks refuse them (validation.MAX_MAGNITUDE)."""
+    ffi, C = lib
+    st, handle, _ = _create_raw(ffi, C)
+    assert st == 0
+    nm, mem, util = ffi.new("int64_t*"), ffi.new("uint64_t*"), ffi.new("double*")
+
+    def decide(q: list[float], c: list[float]) -> int:
+        qa, ca = np.array(q), np.array(c)
+        return int(
+            C.cr_decide(
+                handle, ffi.from_buffer("double[]", qa), ffi.from_buffer("double[]", ca), 0, 0,
+                nm, mem, util,
+            )
+        )  # fmt: skip
+
+    for q, c in [
+        ([1e308, 0.5], [0.5, 0.5]),
+        ([-1e101, 0.5], [0.5, 0.5]),
+        ([0.5] * 2, [2e100] * 2),
+    ]:
+        assert decide(q, c) == 1, (q, c)  # CR_NON_FINITE
+        assert "beyond 1e100" in ffi.string(C.cr_last_error()).decode()
+    assert decide([1e100, -1e100], [1e100, 0.0]) == 0
+    assert np.isfinite(util[0])

@@ -20,8 +20,9 @@ void raise_decider(DeciderStatus status, const std::string& what, const std::str
             return;
         case DeciderStatus::non_finite:
             throw py::value_error(what +
-                                  " holds NaN or infinite values (or a negative cost); "
-                                  "pass finite numbers and costs >= 0");
+                                  " holds NaN or infinite values, values beyond 1e100 in "
+                                  "magnitude or a negative cost; pass finite numbers within "
+                                  "+-1e100 and costs >= 0");
         case DeciderStatus::bad_runset:
             throw py::value_error(
                 "ran must be a bit mask of run models below 2**k (for a cascade, a prefix of "
@@ -43,7 +44,11 @@ std::uint64_t check_mask(py::handle obj, const char* name) {
                              " must be an int bit mask (bit i = model i has run), got " +
                              Py_TYPE(obj.ptr())->tp_name);
     const auto value = py::reinterpret_steal<py::object>(PyNumber_Index(obj.ptr()));
-    if (!value) throw py::error_already_set();
+    if (!value) {  // e.g. a NumPy array of more than one element
+        PyErr_Clear();
+        throw py::type_error(std::string(name) + " must be an int bit mask, got " +
+                             Py_TYPE(obj.ptr())->tp_name + " that is not a single integer");
+    }
     const unsigned long long m = PyLong_AsUnsignedLongLong(value.ptr());
     if (m == static_cast<unsigned long long>(-1) && PyErr_Occurred()) {
         PyErr_Clear();

@@ -29,7 +29,9 @@ int report(DeciderStatus status, const char* what) {
     std::string& m = last_error();
     switch (status) {
         case DeciderStatus::non_finite:
-            m = std::string(what) + ": a quality or cost is NaN or infinite, or a cost is negative";
+            m = std::string(what) +
+                ": a quality or cost is NaN, infinite or beyond 1e100 in magnitude, or a cost "
+                "is negative";
             break;
         case DeciderStatus::bad_runset:
             m = std::string(what) +

@@ -33,10 +33,16 @@ DeciderStatus fail(std::string* error, DeciderStatus status, const std::string& 
     return status;
 }
 
-bool all_finite(const double* a, std::size_t n) {
-    double check = 0.0;  // v - v is 0 for finite v, NaN otherwise
-    for (std::size_t i = 0; i < n; ++i) check += a[i] - a[i];
-    return check == 0.0;
+// The largest magnitude of a multiplier, normal or factor a decider holds (as
+// validation.MAX_MAGNITUDE): far beyond any real value, and small enough that the quality
+// samples and utilities built from them cannot overflow (a larger one made every decision fail
+// later as if its quality or cost were not finite).
+constexpr double kMaxMagnitude = 1e100;
+
+bool all_within(const double* a, std::size_t n) {
+    bool ok = true;  // false for NaN too
+    for (std::size_t i = 0; i < n; ++i) ok &= std::fabs(a[i]) <= kMaxMagnitude;
+    return ok;
 }
 
 // Quality samples of every model from a Cholesky factor, as SearchWorkspace::fill_column_chol
@@ -117,8 +123,9 @@ DeciderStatus Decider::create(const DeciderSpec& s, Decider& d, std::string* err
         return fail(error, DeciderStatus::bad_size,
                     "lambdas must hold 1 to " + std::to_string(kMaxModels) +
                         " multipliers (cheap and expensive, the same number)");
-    if (!all_finite(s.lam_cheap, s.n_steps) || !all_finite(s.lam_expensive, s.n_steps))
-        return fail(error, DeciderStatus::non_finite, "lambdas must be finite");
+    if (!all_within(s.lam_cheap, s.n_steps) || !all_within(s.lam_expensive, s.n_steps))
+        return fail(error, DeciderStatus::non_finite,
+                    "lambdas must be finite and at most 1e100 in magnitude");
     if (s.options.max_depth < 1)
         return fail(error, DeciderStatus::bad_argument,
                     "max_depth must be >= 1, got " + std::to_string(s.options.max_depth));
@@ -146,8 +153,9 @@ DeciderStatus Decider::create(const DeciderSpec& s, Decider& d, std::string* err
     if (sampled) {
         const std::size_t ns = s.n_samples;
         out.normals_.assign(s.normals, s.normals + ns * kk);
-        if (!all_finite(out.normals_.data(), out.normals_.size()))
-            return fail(error, DeciderStatus::non_finite, "normals must be finite");
+        if (!all_within(out.normals_.data(), out.normals_.size()))
+            return fail(error, DeciderStatus::non_finite,
+                        "normals must be finite and at most 1e100 in magnitude");
         out.normals_t_.resize(ns * kk);
         for (std::size_t j = 0; j < kk; ++j)
             for (std::size_t r = 0; r < ns; ++r) out.normals_t_[j * ns + r] = s.normals[r * kk + j];
@@ -169,9 +177,10 @@ DeciderStatus Decider::create(const DeciderSpec& s, Decider& d, std::string* err
                             "runsets must be distinct; " + std::to_string(m) + " appears twice");
             out.runsets_[i] = m;
             const double* f = s.factors + idx[i] * fsize;
-            if (!all_finite(f, fsize))
+            if (!all_within(f, fsize))
                 return fail(error, DeciderStatus::non_finite,
-                            "factors of run-set " + std::to_string(m) + " are not finite");
+                            "factors of run-set " + std::to_string(m) +
+                                " must be finite and at most 1e100 in magnitude");
             if (s.mode == Mode::independent) {
                 for (std::size_t j = 0; j < fsize; ++j)
                     if (f[j] < 0.0)
@@ -224,13 +233,13 @@ DeciderStatus Decider::decide(const double* quality, const double* cost, std::ui
         f = factor(ran);
         if (f == nullptr) return DeciderStatus::missing_runset;
     }
-    double check = 0.0;
-    bool negative = false;
-    for (std::size_t i = 0; i < kk; ++i) {
-        check += (quality[i] - quality[i]) + (cost[i] - cost[i]);
-        negative |= cost[i] < 0.0;
-    }
-    if (check != 0.0 || negative) return DeciderStatus::non_finite;
+    // Finite and within +-kMaxMagnitude, as the strategy's checks (validation.MAX_MAGNITUDE):
+    // a larger finite mean overflowed the mean over samples and returned an infinite utility.
+    bool ok = true;  // false for NaN too
+    for (std::size_t i = 0; i < kk; ++i)
+        ok &= (std::fabs(quality[i]) <= kMaxMagnitude) & (cost[i] >= 0.0) &
+              (cost[i] <= kMaxMagnitude);
+    if (!ok) return DeciderStatus::non_finite;
 
     // The strategy's step: λ of step j = |R| (the last entry for later steps), and the
     // depth limit clamped to [j, k] as Strategy._plan does.

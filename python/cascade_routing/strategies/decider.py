@@ -352,10 +352,14 @@ class Decider:
     def _decide_with(
         self, be: _backend.Backend, q: Any, c: Any, m: int, expensive: bool
     ) -> tuple[int, int, float]:
-        if not (np.isfinite(q).all() and np.isfinite(c).all() and (c >= 0).all()):
+        # The compiled decider's checks (docs/decider.md §1), on every backend.
+        if not (
+            all_within(q, -MAX_MAGNITUDE, MAX_MAGNITUDE) and all_within(c, 0.0, MAX_MAGNITUDE)
+        ):
             raise ValueError(
-                "the decision input (quality, cost, ran) holds NaN or infinite values (or a "
-                "negative cost); pass finite numbers and costs >= 0"
+                "the decision input (quality, cost, ran) holds NaN or infinite values, values "
+                "beyond 1e100 in magnitude or a negative cost; pass finite numbers within "
+                "+-1e100 and costs >= 0"
             )
         k = self.k
         j = m.bit_count()
@@ -390,18 +394,14 @@ class Decider:
         expensive ``(n,)`` (default: all cheap). Returns ``(next_model, members, utility)``."""
         q = np.ascontiguousarray(quality, dtype=np.float64)
         c = np.ascontiguousarray(cost, dtype=np.float64)
-        r = np.ascontiguousarray(ran, dtype=np.uint64)
+        r = _masks(ran)
         n = r.shape[0] if r.ndim == 1 else -1
         if q.shape != (n, self.k) or c.shape != (n, self.k) or r.ndim != 1:
             raise ValueError(
                 f"quality and cost must have shape (n, {self.k}) and ran (n,), got "
                 f"{q.shape}, {c.shape} and {r.shape}"
             )
-        e = (
-            np.zeros(n, dtype=np.uint8)
-            if expensive is None
-            else np.ascontiguousarray(expensive, dtype=np.uint8)
-        )
+        e = np.zeros(n, dtype=np.uint8) if expensive is None else _coins(expensive)
         if e.shape != (n,):
             raise ValueError(f"expensive must have shape ({n},), got {e.shape}")
         be = _backend.active()
@@ -463,6 +463,30 @@ class Decider:
         runsets = np.array([m for m, _ in items], dtype=np.uint64)
         factors = np.stack([f for _, f in items]) if items else np.zeros(0)
         return runsets, factors
+
+
+def _masks(ran: ArrayLike) -> NDArray[np.uint64]:
+    """``ran`` of :meth:`Decider.decide_batch` as uint64 masks: integers in [0, 2**64) only
+    (a float or a negative mask would be truncated or wrapped into another run-set)."""
+    a = np.asarray(ran)
+    if a.size == 0:
+        return np.zeros(a.shape, dtype=np.uint64)
+    if a.dtype.kind == "O" or (a.dtype.kind == "i" and a.min() < 0):
+        raise ValueError("ran must hold bit masks between 0 and 2**64 - 1 (bit i = model i ran)")
+    if a.dtype.kind not in "iu":
+        raise TypeError(
+            f"ran must hold integer bit masks, got dtype {a.dtype}; pass "
+            "np.asarray(ran, dtype=np.uint64)"
+        )
+    return np.ascontiguousarray(a, dtype=np.uint64)
+
+
+def _coins(expensive: ArrayLike) -> NDArray[np.uint8]:
+    """``expensive`` of :meth:`Decider.decide_batch` as 0 / 1 (booleans or integers)."""
+    a = np.asarray(expensive)
+    if a.size and a.dtype.kind not in "biu":
+        raise TypeError(f"expensive must hold booleans (or 0 / 1), got dtype {a.dtype}")
+    return np.ascontiguousarray(a != 0, dtype=np.uint8)
 
 
 def runsets_of(masks: Iterable[int]) -> NDArray[np.uint64]:
