@@ -1,13 +1,19 @@
 #!/usr/bin/env python3
 """Coverage-guided fuzzing of the compiled bindings: garbage in, only TypeError or ValueError out.
 
-Every input becomes one call of ``_core.cholesky_psd``, ``search``, ``search_batch`` or
-``replay_two_phase``: a valid call (small k, n and sample counts, so that no search is long)
-to which the input applies a few mutations: wrong dtypes, shapes, layouts (non-contiguous,
-unaligned, read-only), NaN / inf / huge values, wrong Python types for scalars and options,
-out-of-range options and thread counts, and missing or extra arguments. Whatever the call
-does, only TypeError or ValueError may escape; anything else (another exception, a crash, a
-sanitizer report under ``scripts/fuzz.sh --sanitized``) is a finding.
+Every input becomes one call of ``_core.cholesky_psd``, ``search``, ``search_batch``,
+``replay_two_phase`` or of the prepared decider ``_core.Decider`` (its construction,
+``decide``, ``decide_batch`` or ``has_runset``): a valid call (small k, n and sample counts,
+so that no search is long) to which the input applies a few mutations: wrong dtypes, shapes,
+layouts (non-contiguous, unaligned, read-only, huge zero-stride views), NaN / inf / huge values,
+wrong Python types for scalars and options, out-of-range options and thread counts, and
+missing or extra arguments; for the decider also run-set masks out of range, missing from
+its table, not a prefix of a cascade, negative or above 2**64, and duplicated or invalid
+run-sets and factors. Whatever the call does, only
+TypeError or ValueError may escape (and from a decision, KeyError for a run-set missing from
+the decider's table, as documented); anything else (another exception, a crash, a sanitizer
+report under ``scripts/fuzz.sh --sanitized``) is a finding. A decision that returns must name
+a model below k and a supermodel that holds the run models.
 
 Coverage: atheris sees the Python code only; the C++ core is built with GCC, not with
 libFuzzer's instrumentation. So that the fuzzer still learns which checks of the bindings an
@@ -65,6 +71,17 @@ _WORDS = (
     "incompatible",
     "between",
     "row",
+    "runsets",
+    "factors",
+    "lam_cheap",
+    "lam_expensive",
+    "distinct",
+    "expensive",
+    "mask",
+    "no factor",
+    "prefix",
+    "standard deviations",
+    "finite",
 )
 
 
@@ -198,6 +215,188 @@ def _valid_args(
     ], {"n_threads": 1}
 
 
+def _decider_args(
+    k: int, ns: int, mode: int, rng: np.random.Generator
+) -> tuple[list[Any], list[int]]:
+    """A valid ``_core.Decider(...)`` call and the run-sets of its table (at most 12, the
+    empty one included); every decision scores at most 2^k * ns <= 2^14 samples."""
+    prefixes = bool(rng.random() < 0.3)
+    if prefixes:
+        masks = [(1 << j) - 1 for j in range(k + 1)]
+    else:
+        drawn = rng.integers(0, 1 << k, size=min(1 << k, 11)).tolist()
+        masks = sorted({0, *(int(m) for m in drawn)})
+    rng.shuffle(masks)  # the decider sorts them
+    if mode == 2:
+        factors = np.ascontiguousarray(np.tril(rng.normal(size=(len(masks), k, k)) * 0.1))
+    else:
+        factors = rng.uniform(size=(len(masks), k)) * 0.1
+    steps = int(rng.integers(1, k + 1))
+    bounded = bool(rng.random() < 0.3)
+    return [
+        k,
+        mode,
+        rng.standard_normal((ns, k)),
+        rng.uniform(size=steps),
+        rng.uniform(size=steps),
+        int(rng.integers(1, k + 1)) if rng.random() < 0.5 else k,
+        bool(rng.random() < 0.5),
+        prefixes,
+        int(rng.integers(-1, 9)),
+        0.0 if bounded else -np.inf,
+        1.0 if bounded else np.inf,
+        np.array(masks, dtype=np.uint64),
+        factors,
+    ], masks
+
+
+def _decision_args(
+    fn: str, k: int, n: int, masks: list[int], rng: np.random.Generator
+) -> tuple[list[Any], dict[str, Any]]:
+    """A valid call of the decider's method ``fn`` at run-sets of its table."""
+    if fn == "Decider.decide":
+        ran = masks[int(rng.integers(0, len(masks)))]
+        return [rng.uniform(size=k), rng.uniform(size=k), ran, bool(rng.random() < 0.5)], {}
+    if fn == "Decider.decide_batch":
+        ran = np.array([masks[i] for i in rng.integers(0, len(masks), n)], dtype=np.uint64)
+        e = (rng.random(n) < 0.5).astype(np.uint8)
+        return [rng.uniform(size=(n, k)), rng.uniform(size=(n, k)), ran, e], {"n_threads": 1}
+    return [masks[int(rng.integers(0, len(masks)))]], {}
+
+
+def _masks(k: int) -> list[Any]:
+    """Run-set masks and mask-like values a decider must refuse or handle."""
+    return [
+        1 << k,
+        (1 << k) - 1,
+        2,
+        5,
+        2**63,
+        2**64 - 1,
+        2**64,
+        2**70,
+        -1,
+        -(2**63),
+        np.uint64(2**64 - 1),
+        np.int64(-1),
+        np.int8(1),
+        np.bool_(True),
+        1.0,
+        "1",
+        None,
+    ]
+
+
+def _mutate_decider(
+    fdp: atheris.FuzzedDataProvider, fn: str, k: int, args: list[Any], kwargs: dict[str, Any]
+) -> None:
+    """Mistakes particular to the decider: masks, run-set tables, huge or negative sizes."""
+    for _ in range(fdp.ConsumeIntInRange(0, 2)):
+        op = fdp.ConsumeIntInRange(0, 4)
+        if not args:
+            return
+        if op == 0 and fn in ("Decider.decide", "Decider.has_runset"):  # the mask
+            i = 2 if fn == "Decider.decide" else 0
+            if i < len(args):
+                args[i] = fdp.PickValueInList(_masks(k))
+        elif op == 0 and fn == "Decider.decide_batch" and len(args) > 2:
+            if np.size(args[2]) > 1024:  # a huge zero-stride view: never copied
+                continue
+            ran = np.array(args[2], copy=True)
+            if ran.size and ran.dtype == np.uint64:
+                values = [1 << k, 2**64 - 1, 2**63, 2, 5, (1 << k) - 1]
+                ran.reshape(-1)[fdp.ConsumeIntInRange(0, ran.size - 1)] = fdp.PickValueInList(
+                    values
+                )
+            args[2] = ran if fdp.ConsumeBool() else _cast(ran, np.int64)
+        elif op == 1 and fn == "Decider" and len(args) > 12:  # the run-set table
+            if np.size(args[11]) > 1024:
+                continue
+            runsets = np.array(args[11], copy=True)
+            if runsets.size and runsets.dtype == np.uint64:
+                j = fdp.ConsumeIntInRange(0, runsets.size - 1)
+                runsets[j] = fdp.PickValueInList([int(runsets[0]), 1 << k, 2**64 - 1, 2**63])
+            args[11] = runsets
+        elif op == 2 and fn == "Decider":  # sizes and options out of range
+            i = fdp.ConsumeIntInRange(0, min(len(args), 13) - 1)
+            values: list[Any] = {
+                0: [0, -1, 65, 64, 2**31, 2**63, -(2**63)],
+                1: [-1, 3, 2**31],
+                5: [0, -1, 2**63 - 1, -(2**63), 2**64],
+                8: [-2, 16, 2**31],
+                9: [np.nan, np.inf, 1.0],
+                10: [np.nan, -np.inf, 0.0],
+            }.get(i, [np.empty((0,)), np.empty((0, k)), np.empty((0, k, k))])
+            args[i] = fdp.PickValueInList(values)
+        elif op == 3:  # a huge array that takes no memory (zero strides)
+            i = fdp.ConsumeIntInRange(0, len(args) - 1)
+            if isinstance(args[i], np.ndarray):
+                shape = tuple(
+                    fdp.PickValueInList([2**31, 2**40, k, 1]) for _ in range(args[i].ndim or 1)
+                )
+                try:
+                    args[i] = np.lib.stride_tricks.as_strided(
+                        np.zeros(1, args[i].dtype), shape=shape, strides=(0,) * len(shape)
+                    )
+                except ValueError:  # larger than NumPy can describe: not the code under test
+                    pass
+        elif op == 4 and "n_threads" in kwargs:
+            kwargs["n_threads"] = fdp.PickValueInList([0, 2, 1024])
+
+
+def _check_decision(fn: str, k: int, args: list[Any], result: Any) -> None:
+    """What a decision that returns must satisfy."""
+    if fn == "Decider.decide":
+        nm, members, _ = result
+        assert -1 <= nm < k and 0 <= members < 1 << k, result
+        ran = args[2]
+        if type(ran) is int:
+            assert members & ran == ran, (result, ran)
+            assert nm == -1 or not (ran >> nm) & 1, (result, ran)
+    elif fn == "Decider.decide_batch":
+        nm, members, util = result
+        n = args[0].shape[0]
+        assert nm.shape == members.shape == util.shape == (n,), result
+        assert ((nm >= -1) & (nm < k)).all(), result
+        if k < 64:
+            assert (members < np.uint64(1 << k)).all(), result
+
+
+def _call_decider(
+    fdp: atheris.FuzzedDataProvider, fn: str, k: int, n: int, ns: int, mode: int, rng: Any
+) -> None:
+    """One call of the decider: its construction, or a method of a valid decider."""
+    dargs, masks = _decider_args(k, ns, mode, rng)
+    if fn == "Decider":
+        args, kwargs = dargs, {}
+    else:
+        decider = _core.Decider(*dargs)  # a valid spec: must build
+        args, kwargs = _decision_args(fn, k, n, masks, rng)
+    with np.errstate(all="ignore"):
+        _mutate(fdp, args, kwargs)
+        _mutate_decider(fdp, fn, k, args, kwargs)
+    try:
+        if fn == "Decider":
+            result = _core.Decider(*args, **kwargs)
+            _MARKERS["ok:-1"]()
+            return
+        result = getattr(decider, fn.split(".")[1])(*args, **kwargs)
+    except (TypeError, ValueError) as exc:
+        _note_error(exc)
+        return
+    except KeyError as exc:  # documented: a run-set the decider has no factor for
+        if fn == "Decider.has_runset" or "no factor" not in str(exc):
+            raise
+        _MARKERS["no factor"]()
+        return
+    if fn == "Decider.has_runset":
+        assert isinstance(result, bool), result
+        _MARKERS[f"ok:{int(result)}"]()
+        return
+    _note_result(result)
+    _check_decision(fn, k, args, result)
+
+
 def _cast(a: np.ndarray, dtype: Any) -> np.ndarray:
     """``a`` as ``dtype``, or ``a`` itself where NumPy cannot cast it (an object array of
     Python ints to uint8, complex to float): building the input is not the code under test."""
@@ -270,7 +469,10 @@ def _mutate(fdp: atheris.FuzzedDataProvider, args: list[Any], kwargs: dict[str, 
                 args.append(np.zeros(2))
 
 
-_FUNCTIONS = ("cholesky_psd", "search", "search_batch", "replay_two_phase")
+# The decider's calls come after the first four, so that the committed inputs of those four
+# still pick the same function (a choice among 8 and among 4 agree on half of the bytes).
+_DECIDER_CALLS = ("Decider", "Decider.decide", "Decider.decide_batch", "Decider.has_runset")
+_FUNCTIONS = ("cholesky_psd", "search", "search_batch", "replay_two_phase", *_DECIDER_CALLS)
 
 
 def one_input(data: bytes) -> None:
@@ -282,6 +484,9 @@ def one_input(data: bytes) -> None:
     ns = fdp.ConsumeIntInRange(1, 16)
     mode = fdp.ConsumeIntInRange(0, 2)
     rng = np.random.default_rng(fdp.ConsumeIntInRange(0, 2**32))
+    if fn in _DECIDER_CALLS:
+        _call_decider(fdp, fn, k, n, ns, mode, rng)
+        return
     args, kwargs = _valid_args(fn, k, n, ns, mode, rng)
     with np.errstate(all="ignore"):  # casts of inf / huge values to int dtypes
         _mutate(fdp, args, kwargs)
@@ -298,6 +503,8 @@ def one_input(data: bytes) -> None:
 one_input = atheris.instrument_func(one_input)
 _mutate = atheris.instrument_func(_mutate)
 _mutate_array = atheris.instrument_func(_mutate_array)
+_mutate_decider = atheris.instrument_func(_mutate_decider)
+_call_decider = atheris.instrument_func(_call_decider)
 
 
 def main() -> None:

@@ -5,7 +5,12 @@ Every input becomes one policy file handed to ``load_policy``: either the input'
 or a valid saved policy (a fitted ``CascadeRouter`` with per-step multipliers) to which the
 input applies a few structured mutations: a field replaced by another JSON value (wrong types,
 NaN / Infinity tokens, huge or negative numbers, long lists, deep nesting), a field deleted,
-an unknown field added, or a list truncated or extended. The loader is pure Python, so atheris
+an unknown field added, or a list truncated or extended. Half of the mutated files start from
+a policy with a run-set table (``runset_table``, a ``CascadeRouter`` over ``DefaultUncertainty``
+with a full covariance or independent deviations): its fields mutated the same way, or its
+masks, factors (NaN, inf, negative, cut or extended base64), order and model count edited, and
+then, most of the time, its SHA-256 written again so that the edit reaches the checks behind
+the checksum. The loader is pure Python, so atheris
 instruments it (``cascade_routing.strategies.persistence`` and ``cascade_routing.validation``)
 and learns from its branches.
 
@@ -19,8 +24,11 @@ finding.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
+import struct
 import sys
 import tempfile
 from pathlib import Path
@@ -30,8 +38,9 @@ import atheris
 import numpy as np
 
 with atheris.instrument_imports(include=["cascade_routing"]):
-    from cascade_routing import CascadeRouter, TwoPhaseCost, TwoPhaseQuality
+    from cascade_routing import CascadeRouter, DefaultUncertainty, TwoPhaseCost, TwoPhaseQuality
     from cascade_routing.strategies import load_policy
+    from cascade_routing.strategies.persistence import _table_digest
 
 K = 3
 MODELS = [f"model-{j}" for j in range(K)]
@@ -56,6 +65,23 @@ def _fitted() -> tuple[Any, Any, dict[str, Any], np.ndarray]:
 
 
 QE, CE, VALID, TRUE_Q = _fitted()
+
+
+def _fitted_table(diagonal: bool) -> tuple[Any, dict[str, Any]]:
+    """A quality estimator with run-set uncertainty and a fitted policy holding its table."""
+    rng = np.random.default_rng(12)
+    n = 60
+    qe = DefaultUncertainty(QE, diagonal=diagonal).fit(np.arange(n), [["a"] * K] * n)
+    strat = CascadeRouter(qe, CE, MODELS, order=MODELS[::-1]).fit(
+        np.arange(n), [["a"] * K] * n, TRUE_Q[:n], np.abs(rng.normal(5e-3, 1e-3, (n, K))),
+        budget=0.004,
+    )  # fmt: skip
+    doc = strat.to_dict()
+    assert "runset_table" in doc, "the table policy has no run-set table"
+    return qe, doc
+
+
+TABLES = [_fitted_table(False), _fitted_table(True)]
 _DIR = tempfile.TemporaryDirectory(prefix="fuzz-policy-")
 _FILE = Path(_DIR.name) / "policy.json"
 
@@ -109,9 +135,56 @@ def _value(fdp: atheris.FuzzedDataProvider, depth: int = 0) -> Any:
     return fdp.ConsumeFloat()
 
 
-def _mutated(fdp: atheris.FuzzedDataProvider) -> bytes:
-    doc = json.loads(json.dumps(VALID))
-    for _ in range(fdp.ConsumeIntInRange(1, 3)):
+def _edit_table(fdp: atheris.FuzzedDataProvider, table: dict[str, Any]) -> None:
+    """Edits of the run-set table's content (the structure is _mutated's job)."""
+    op = fdp.ConsumeIntInRange(0, 5)
+    runsets, factors = table.get("runsets"), table.get("factors")
+    if op == 0 and isinstance(runsets, list) and runsets:  # a mask
+        i = fdp.ConsumeIntInRange(0, len(runsets) - 1)
+        runsets[i] = fdp.PickValueInList([0, 1, 2, 5, 7, 8, 2**63, 2**64 - 1, runsets[0]])
+    elif op == 1 and isinstance(factors, str):  # a factor value
+        try:
+            raw = bytearray(base64.b64decode(factors))
+        except (ValueError, binascii.Error):
+            return
+        if len(raw) >= 8:
+            at = 8 * fdp.ConsumeIntInRange(0, len(raw) // 8 - 1)
+            value = fdp.PickValueInList([math.nan, math.inf, -math.inf, -1.0, 1e308, 0.0])
+            struct.pack_into("<d", raw, at, value)
+        table["factors"] = base64.b64encode(bytes(raw)).decode()
+    elif op == 2 and isinstance(factors, str):  # cut or extended
+        cut = fdp.ConsumeIntInRange(0, len(factors))
+        table["factors"] = factors[:cut] + fdp.PickValueInList(["", "AAAAAAAAAAA=", "=", "*"])
+    elif op == 3 and isinstance(runsets, list):  # a run-set dropped or added
+        if runsets and fdp.ConsumeBool():
+            del runsets[fdp.ConsumeIntInRange(0, len(runsets) - 1)]
+        else:
+            runsets.append(fdp.PickValueInList([3, 4, 8, 2**64 - 1]))
+    elif op == 4:  # the order or the model count
+        order = fdp.PickValueInList([MODELS, MODELS[::-1], MODELS[:2], ["x", "y", "z"]])
+        table["order"] = list(order)  # a copy: later mutations must not edit MODELS
+        table["n_models"] = fdp.PickValueInList([K, K - 1, K + 1, 0, 64, 65])
+    elif op == 5:
+        table["mode"] = fdp.PickValueInList(["covariance", "independent", "exact", ""])
+        table["complete"] = fdp.ConsumeBool()
+
+
+def _resign(table: Any, models: list[str]) -> None:
+    """Write the table's SHA-256 again for its (edited) content, if its fields allow."""
+    try:
+        masks = np.array(table["runsets"], dtype=np.uint64).astype("<u8").tobytes()
+        values = base64.b64decode(table["factors"].encode("ascii"), validate=True)
+        table["sha256"] = _table_digest(table["mode"], models, table["order"], masks, values)
+    except (KeyError, TypeError, ValueError, OverflowError, AttributeError, binascii.Error):
+        pass
+
+
+def _mutated(fdp: atheris.FuzzedDataProvider, base: dict[str, Any] | None = None) -> bytes:
+    doc = json.loads(json.dumps(VALID if base is None else base))
+    if base is not None and fdp.ConsumeBool():
+        for _ in range(fdp.ConsumeIntInRange(1, 2)):
+            _edit_table(fdp, doc["runset_table"])
+    for _ in range(fdp.ConsumeIntInRange(1 if base is None else 0, 3)):
         # Shallow targets only: nested values stacked into each other could outgrow what
         # json.dumps can write (deep nesting is mode 3's job).
         paths = [path for path in _paths(doc) if len(path) < 16]
@@ -137,6 +210,8 @@ def _mutated(fdp: atheris.FuzzedDataProvider) -> bytes:
             ]
         else:
             parent[key] = _value(fdp)
+    if base is not None and isinstance(doc, dict) and fdp.ConsumeIntInRange(0, 3) != 0:
+        _resign(doc.get("runset_table"), MODELS)
     try:
         return json.dumps(doc, allow_nan=True).encode()
     except RecursionError:  # still too deep to write: a deep document all the same
@@ -146,18 +221,27 @@ def _mutated(fdp: atheris.FuzzedDataProvider) -> bytes:
 def one_input(data: bytes) -> None:
     """The fuzz target: one policy file built from ``data``."""
     fdp = atheris.FuzzedDataProvider(data)
-    mode = fdp.ConsumeIntInRange(0, 3)
+    # Modes 4-7 are modes 0-3 on the policy with a run-set table (a choice among 8 and among
+    # 4 agree on half of the bytes: the committed inputs of modes 0-3 keep their meaning).
+    mode = fdp.ConsumeIntInRange(0, 7)
+    qe, base = QE, None
+    if mode >= 4:
+        mode -= 4
+        qe, base = TABLES[0] if mode != 0 else TABLES[1]
     models = [MODELS, MODELS[::-1], MODELS[:2], ["x", "y", "z"]][fdp.ConsumeIntInRange(0, 3)]
     if mode == 0:
         raw = fdp.ConsumeBytes(fdp.remaining_bytes())
     elif mode == 3:  # nested deeper than any parser's recursion limit
         depth = fdp.ConsumeIntInRange(1, 100_000)
-        raw = b'{"a":' * depth + json.dumps(VALID).encode() + b"}" * depth
+        inner = json.dumps(VALID if base is None else base).encode()
+        raw = b'{"a":' * depth + inner + b"}" * depth
     else:
-        raw = _mutated(fdp)
+        if base is not None and mode == 2:
+            qe, base = TABLES[1]
+        raw = _mutated(fdp, base)
     _FILE.write_bytes(raw)
     try:
-        strat = load_policy(_FILE, QE, CE, models=models)
+        strat = load_policy(_FILE, qe, CE, models=models)
     except ValueError:
         return
     # A policy that loads must decide and replay: a field the loader let through that breaks

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Fuzz for a bounded time with atheris: the compiled bindings (fuzz/fuzz_bindings.py) and the
-# policy loader (fuzz/fuzz_policy.py), SECONDS each.
+# Fuzz for a bounded time with atheris: the compiled bindings and the prepared decider
+# (fuzz/fuzz_bindings.py), the policy loader with its run-set table (fuzz/fuzz_policy.py) and
+# the C ABI's decider file reader (fuzz/fuzz_decider_file.py), 2 x SECONDS in all, split evenly
+# between the three targets (as long as the two targets of before, SECONDS each, took).
 #
 #   scripts/fuzz.sh [SECONDS] [--sanitized]
 #
@@ -8,8 +10,9 @@
 # first and read, never written: new inputs go to a temporary directory. A finding (an exception other
 # than TypeError / ValueError, a crash, or with --sanitized an ASan / UBSan report) exits
 # non-zero and leaves the reproducer in fuzz/findings/. --sanitized fuzzes the module that
-# scripts/sanitize.sh built (build/asan); otherwise the module the checkout imports
-# (python/cascade_routing/_core*.so, or the installed package).
+# scripts/sanitize.sh built (build/asan), and its C ABI library; otherwise the module and the
+# library the checkout imports (python/cascade_routing/_core*.so and lib/, or the installed
+# package).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 python=${PYTHON:-python}
@@ -47,6 +50,11 @@ if [ "$sanitized" = 1 ]; then
     rm -f "$work"/cascade_routing/_core*.so
     cp "$so" "$work/cascade_routing/"
     export PYTHONPATH=$work
+    clib=$(ls "$build"/libcascade_routing.so 2>/dev/null) || {
+        echo "fuzz.sh: no C ABI library in $build; run scripts/sanitize.sh first" >&2
+        exit 2
+    }
+    export CASCADE_ROUTING_C_LIBRARY=$clib
     cxx=${CXX:-c++}
     export LD_PRELOAD="$("$cxx" -print-file-name=libasan.so) $("$cxx" -print-file-name=libstdc++.so)"
     export ASAN_OPTIONS=detect_leaks=0:halt_on_error=1
@@ -55,10 +63,13 @@ fi
 
 mkdir -p "$root/fuzz/findings"
 cd "$work"
-for target in bindings policy; do
-    echo "== fuzz_$target.py for ${seconds}s"
+targets=(bindings policy decider_file)
+each=$(( seconds * 2 / ${#targets[@]} ))
+[ "$each" -ge 1 ] || each=1
+for target in "${targets[@]}"; do
+    echo "== fuzz_$target.py for ${each}s"
     mkdir -p "$work/new-$target"
-    "$python" "$root/fuzz/fuzz_$target.py" -max_total_time="$seconds" -timeout=10 -seed="$seed" \
+    "$python" "$root/fuzz/fuzz_$target.py" -max_total_time="$each" -timeout=10 -seed="$seed" \
         -rss_limit_mb=4096 -print_final_stats=1 -artifact_prefix="$root/fuzz/findings/" \
         "$work/new-$target" "$root/fuzz/corpus/$target"
 done
