@@ -56,7 +56,8 @@ if [ "$sanitized" = 1 ]; then
     }
     export CASCADE_ROUTING_C_LIBRARY=$clib
     cxx=${CXX:-c++}
-    export LD_PRELOAD="$("$cxx" -print-file-name=libasan.so) $("$cxx" -print-file-name=libstdc++.so)"
+    # UBSan's runtime too: the C ABI library links the sanitized core but not the runtimes.
+    export LD_PRELOAD="$("$cxx" -print-file-name=libasan.so) $("$cxx" -print-file-name=libubsan.so) $("$cxx" -print-file-name=libstdc++.so)"
     export ASAN_OPTIONS=detect_leaks=0:halt_on_error=1
     export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 fi

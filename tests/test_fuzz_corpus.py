@@ -271,3 +271,24 @@ def test_decider_batch_masks_and_coins_are_checked(
         return
     with pytest.raises(error, match=match):
         d.decide_batch(q, c, ran, expensive)
+
+
+def test_core_decider_names_ran_for_an_array_mask() -> None:
+    """Fuzzing finding (regression): a NumPy array of several integers as the mask raised
+    NumPy's "only integer scalar arrays can be converted to a scalar index", which names no
+    argument."""
+    require_backend("cpp")
+    from cascade_routing import _core
+
+    k = 2
+    d = _core.Decider(
+        k, 0, np.zeros((0, k)), np.zeros(1), np.zeros(1), k, False, False, 8, -np.inf, np.inf,
+        np.zeros(0, dtype=np.uint64), np.zeros((0, k)),
+    )  # fmt: skip
+    for call in (
+        lambda: d.has_runset(np.array([1, 2])),
+        lambda: d.decide(np.zeros(k), np.zeros(k), np.array([1, 2]), False),
+    ):
+        with pytest.raises(TypeError, match="ran must be an int bit mask, got numpy.ndarray"):
+            call()
+    assert d.has_runset(np.array(1)) and d.has_runset(np.int64(3))

@@ -438,7 +438,9 @@ DeciderStatus read_decider_file(const char* path, Decider& out, std::string* err
     // Copy the arrays out (the payload need not be aligned for doubles).
     std::size_t at = kDeciderFileHeader;
     auto take = [&](std::size_t count, auto* dst) {
-        std::memcpy(dst, p + at, count * 8);
+        // An empty array's data() may be null, and memcpy from or to null is undefined even
+        // for 0 bytes (UBSan: an exact-means file, which has no normals).
+        if (count != 0) std::memcpy(dst, p + at, count * 8);
         at += count * 8;
     };
     std::vector<double> lam_c(n_steps), lam_e(n_steps), normals(mode == 0 ? 0 : ns * kk);
