@@ -66,9 +66,24 @@ def _cdef() -> str:
     return "\n".join(keep)
 
 
+def _library() -> str:
+    """The C ABI library: ``c_api.library_path()``; failing that (scripts/sanitize.sh copies the
+    checkout's sources, without the library, ahead of the installed package), the library of
+    another ``cascade_routing`` on the path."""
+    try:
+        return str(c_api.library_path())
+    except FileNotFoundError:
+        name = c_api._names()[0]
+        for entry in sys.path:
+            candidate = Path(entry or ".") / "cascade_routing" / "lib" / name
+            if candidate.is_file():
+                return str(candidate)
+        raise
+
+
 FFI = cffi.FFI()
 FFI.cdef(_cdef())
-LIB: Any = FFI.dlopen(str(c_api.library_path()))
+LIB: Any = FFI.dlopen(_library())
 
 # --------------------------------------------------------------------------- outcomes
 
