@@ -62,7 +62,7 @@ public:
     PyDecider(int k, int mode, py::handle normals_obj, py::handle lam_cheap_obj,
               py::handle lam_expensive_obj, std::int64_t max_depth, bool force_order,
               bool prefixes_only, int digits, double lower, double upper, py::handle runsets_obj,
-              py::handle factors_obj) {
+              py::handle factors_obj, double max_work) {
         check_models(k, "k");
         const Mode m = check_mode(mode);
         SearchOptions opt = make_options(max_depth, force_order || prefixes_only, prefixes_only,
@@ -80,6 +80,7 @@ public:
         spec.lam_expensive = ptr<double>(le);
         spec.n_steps = static_cast<std::size_t>(lc.shape(0));
         spec.options = opt;
+        spec.max_work = max_work;
         py::array normals, runsets, factors;
         if (m != Mode::exact) {
             const Normals n = check_normals(normals_obj, k);
@@ -186,11 +187,12 @@ void bind_decider(py::module_& m) {
                           "A prepared decider: policy, normals and a factor per run-set "
                           "(immutable; thread-safe).")
         .def(py::init<int, int, py::handle, py::handle, py::handle, std::int64_t, bool, bool, int,
-                      double, double, py::handle, py::handle>(),
+                      double, double, py::handle, py::handle, double>(),
              py::arg("k"), py::arg("mode"), py::arg("normals"), py::arg("lam_cheap"),
              py::arg("lam_expensive"), py::arg("max_depth"), py::arg("force_order"),
              py::arg("prefixes_only"), py::arg("digits"), py::arg("lower"), py::arg("upper"),
-             py::arg("runsets"), py::arg("factors"))
+             py::arg("runsets"), py::arg("factors"), py::kw_only(),
+             py::arg("max_work") = cascade_routing::kDefaultMaxWork)
         .def("decide", &PyDecider::decide, py::arg("quality"), py::arg("cost"), py::arg("ran"),
              py::arg("expensive"), "One decision: (next_model, members mask, utility).")
         .def("decide_batch", &PyDecider::decide_batch, py::arg("quality"), py::arg("cost"),

@@ -212,7 +212,9 @@ class Decider:
     ``(n_runsets, k, k)`` lower Cholesky factors); ``runsets`` ``(n_runsets,)`` uint64 bit
     masks, distinct. ``lam_cheap`` / ``lam_expensive`` ``(n_steps,)``: the multiplier of step
     ``j`` (``j`` models run) is entry ``min(j, n_steps - 1)``; the depth limit is clamped to
-    ``[j, k]`` as a strategy's decision does, so decisions are bit-identical to it.
+    ``[j, k]`` as a strategy's decision does, so decisions are bit-identical to it. A
+    configuration whose worst-case decision (candidates from the empty run-set times samples)
+    exceeds ``max_work`` is refused with ``ValueError``.
     """
 
     def __init__(
@@ -230,6 +232,8 @@ class Decider:
         upper: float,
         runsets: NDArray[np.uint64],
         factors: NDArray[np.float64],
+        *,
+        max_work: float = ...,
     ) -> None: ...
     def decide(
         self,

@@ -248,6 +248,40 @@ def test_corrupted_table_is_refused(tmp_path: Any) -> None:
         _load(path, s)
 
 
+def test_a_table_with_a_huge_factor_is_refused_at_load(tmp_path: Any) -> None:
+    """Fuzzing finding: a factor of 1e308 (checksum written again) loaded, and every decision
+    at its run-set then failed as if the estimates were not finite."""
+    import base64
+    import struct
+
+    from cascade_routing.strategies.persistence import _table_digest
+
+    path, data, s = _saved(tmp_path)
+    t = data["runset_table"]
+    raw = bytearray(base64.b64decode(t["factors"]))
+    struct.pack_into("<d", raw, 0, 1e200)
+    runsets = np.array(t["runsets"], dtype="<u8").tobytes()
+    digest = _table_digest(t["mode"], data["models"], t["order"], runsets, bytes(raw))
+    _edit(path, data, factors=base64.b64encode(bytes(raw)).decode(), sha256=digest)
+    with pytest.raises(ValueError, match=r"runset_table\.factors.*beyond 1e100"):
+        _load(path, s)
+
+
+def test_a_decider_whose_decision_could_run_for_hours_is_refused() -> None:
+    """Fuzzing finding: a core decider over 40 models and every depth searched 2^40
+    candidates in one call, deaf to Ctrl-C. The core now refuses it as the strategies do."""
+    from cascade_routing._core import Decider as CoreDecider
+
+    args = (np.zeros((0, 40)), np.zeros(1), np.zeros(1), 40, False, False, 8, -np.inf, np.inf)
+    empty = (np.zeros(0, np.uint64), np.zeros((0, 40)))
+    with pytest.raises(ValueError, match="max_work"):
+        CoreDecider(40, 0, *args, *empty)
+    CoreDecider(40, 0, *args, *empty, max_work=2.0**41)  # a deliberate, larger cap
+    # The cap counts samples too: 11 models, all depths, 128 samples fit the default.
+    s = _strategy(np.random.default_rng(2), 11, "cov")
+    assert s.decider().decide(np.full(11, 0.5), np.ones(11), 0) is not None
+
+
 def test_mismatched_table_is_refused(tmp_path: Any) -> None:
     path, data, s = _saved(tmp_path)
     # The same table for another model order: its checksum binds it to the order.

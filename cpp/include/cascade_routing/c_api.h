@@ -33,7 +33,7 @@ extern "C" {
 
 /* Status codes. */
 #define CR_OK 0
-#define CR_NON_FINITE 1     /* a quality or cost is NaN or infinite, or a cost is negative */
+#define CR_NON_FINITE 1     /* a value is NaN, infinite or beyond 1e100, or a cost is negative */
 #define CR_BAD_SIZE 2       /* a size outside its range */
 #define CR_BAD_RUNSET 3     /* ran names a model >= k, or is not a prefix for a cascade */
 #define CR_MISSING_RUNSET 4 /* the decider has no factor for this run-set */

@@ -31,6 +31,13 @@ enum class DeciderStatus : int {
 };
 
 //! Everything a decider is built from; arrays are copied, so they need not outlive it.
+//! The default cap on one decision's work: 2^28, the engine's DEFAULT_MAX_WORK.
+inline constexpr double kDefaultMaxWork = 268435456.0;
+
+//! Worst-case work of one decision from the empty run-set: candidate supermodels
+//! (sum of C(k, i) for i = 1..depth; depth of them for prefixes only) times max(samples, 1).
+double decision_work(int k, std::int64_t max_depth, bool prefixes_only, std::size_t n_samples);
+
 struct DeciderSpec {
     int k = 0;                          //!< number of models, 1..kMaxModels (internal model order)
     Mode mode = Mode::exact;            //!< exact means, independent sd, or full covariance
@@ -43,6 +50,10 @@ struct DeciderSpec {
     const std::uint64_t* runsets = nullptr;  //!< (n_runsets,) bit masks, distinct, < 2^k
     const double* factors = nullptr;         //!< (n_runsets, k, k) Cholesky or (n_runsets, k) sd
     std::size_t n_runsets = 0;
+    //! Cap on the worst-case work of one decision (candidate supermodels from the empty
+    //! run-set times samples), as a strategy's `max_work`; a larger configuration is refused,
+    //! so a decision cannot run for hours (docs/decider.md).
+    double max_work = kDefaultMaxWork;
 };
 
 //! One decision.

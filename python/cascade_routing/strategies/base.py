@@ -446,6 +446,7 @@ class Strategy:
                 sample_seed=self.sample_seed,
                 table=table,
                 source=source,
+                max_work=self.max_work,
             )
             self._decider = d
             self._decider_key = (lam, alt, self.order_, self.runset_table_, qe)

@@ -31,7 +31,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .. import _backend
-from ..engine import standard_normals
+from ..engine import DEFAULT_MAX_WORK, standard_normals
 from ..options import SearchOptions, UncertaintyMode
 from ..validation import MAX_MAGNITUDE, all_within, check_psd
 
@@ -207,6 +207,9 @@ class Decider:
         Factors per run-set (required unless ``mode`` is exact).
     source : callable, optional
         ``source(mask) -> (mode, factor)`` for run-sets not in the table (computed once each).
+    max_work : int
+        Cap on one decision's worst-case work, as the strategy's ``max_work``; the compiled
+        core refuses a configuration above it (``ValueError``).
     """
 
     def __init__(
@@ -221,6 +224,7 @@ class Decider:
         sample_seed: int = 0,
         table: RunSetTable | None = None,
         source: Callable[[int], tuple[UncertaintyMode, NDArray[np.float64]]] | None = None,
+        max_work: int = DEFAULT_MAX_WORK,
     ) -> None:
         self.k = int(k)
         self.mode = UncertaintyMode(mode)
@@ -229,6 +233,7 @@ class Decider:
         self.options = options
         self.n_samples = n_samples
         self.sample_seed = sample_seed
+        self.max_work = max_work
         if self.mode != UncertaintyMode.EXACT and table is None:
             raise ValueError("a decider with uncertain estimates needs a run-set table")
         self.table = table
@@ -261,7 +266,7 @@ class Decider:
         return CoreDecider(
             self.k, int(self.mode), self.normals, self.lambdas, self.lambdas_expensive,
             o.max_depth, o.force_order, o.prefixes_only, o.digits, o.quality_lower,
-            o.quality_upper, runsets, factors,
+            o.quality_upper, runsets, factors, max_work=float(self.max_work),
         )  # fmt: skip
 
     # ------------------------------------------------------------------ factors

@@ -25,6 +25,8 @@ import numpy as np
 from .._version import __version__
 from ..options import UncertaintyMode
 from ..validation import (
+    MAX_MAGNITUDE,
+    all_within,
     check_bounds,
     check_model_names,
     check_number,
@@ -449,8 +451,8 @@ def _table(strategy: Strategy, t: dict[str, Any]) -> Any:
             "one included"
         )
     flat = np.frombuffer(values, dtype="<f8").astype(np.float64).reshape(n, per)
-    if not np.isfinite(flat).all():
-        raise _Corrupt(f"{field}.factors holds NaN or infinite values")
+    if not all_within(flat, -MAX_MAGNITUDE, MAX_MAGNITUDE):
+        raise _Corrupt(f"{field}.factors holds NaN, infinite or values beyond 1e100")
     factors: Any
     if mode == UncertaintyMode.COVARIANCE:
         factors = np.zeros((n, k, k))
