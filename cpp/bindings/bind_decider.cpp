@@ -103,14 +103,7 @@ public:
         if (st != DeciderStatus::ok) throw py::value_error(error);
         // Worst case of one decision from the empty run-set, to choose whether to release
         // the GIL (as _core.search does).
-        const std::int64_t depth = std::min<std::int64_t>(max_depth, k);
-        double binom = 1.0, total = 0.0;
-        for (std::int64_t i = 1; i <= depth; ++i) {
-            binom = binom * static_cast<double>(k - i + 1) / static_cast<double>(i);
-            total += binom;
-        }
-        if (prefixes_only) total = static_cast<double>(depth);
-        work_ = total * static_cast<double>(std::max<std::size_t>(decider_.n_samples(), 1));
+        work_ = search_work(k, 0, max_depth, prefixes_only, decider_.n_samples());
     }
 
     py::tuple decide(py::handle quality_obj, py::handle cost_obj, py::handle ran_obj,

@@ -11,20 +11,6 @@
 namespace cascade_routing::bindings {
 namespace {
 
-// Upper bound on the work of one search (candidates * samples), to decide whether releasing
-// the GIL is worth its cost (and its risk of waiting a switch interval to get it back).
-double search_work(int k, int n_ran, std::int64_t max_depth, std::size_t ns) {
-    const int free = k - n_ran;
-    const std::int64_t depth = std::clamp<std::int64_t>(max_depth, 0, kMaxModels);
-    const std::int64_t add = std::min<std::int64_t>(depth - n_ran, free);
-    double binom = 1.0, total = 0.0;
-    for (std::int64_t i = 1; i <= add; ++i) {
-        binom = binom * static_cast<double>(free - i + 1) / static_cast<double>(i);
-        total += binom;
-    }
-    return total * static_cast<double>(std::max<std::size_t>(ns, 1));
-}
-
 constexpr double kReleaseGilWork = 65536.0;
 
 py::array cholesky_psd_py(py::handle cov_obj) {
@@ -89,7 +75,9 @@ py::tuple search_py(py::handle quality_obj, py::handle cost_obj, double lam, int
     };
     int n_ran = 0;
     for (int i = 0; i < k; ++i) n_ran += in.ran[i] != 0;
-    if (search_work(k, n_ran, max_depth, normals.n_samples) >= kReleaseGilWork) {
+    // An upper bound on the work (no prefix rule) decides whether releasing the GIL is worth
+    // its cost (and its risk of waiting a switch interval to get it back).
+    if (search_work(k, n_ran, max_depth, false, normals.n_samples) >= kReleaseGilWork) {
         // Long enough to release the GIL, possibly long enough to need Ctrl-C.
         SignalWatch watch;
         opt.cancel = watch.cancellation();

@@ -102,21 +102,6 @@ SearchWorkspace& thread_workspace() {
 
 }  // namespace
 
-double decision_work(int k, std::int64_t max_depth, bool prefixes_only, std::size_t n_samples) {
-    const std::int64_t depth = std::max<std::int64_t>(std::min<std::int64_t>(max_depth, k), 0);
-    double candidates = 0.0;
-    if (prefixes_only) {
-        candidates = static_cast<double>(depth);
-    } else {
-        double binom = 1.0;
-        for (std::int64_t i = 1; i <= depth; ++i) {
-            binom = binom * static_cast<double>(k - i + 1) / static_cast<double>(i);
-            candidates += binom;
-        }
-    }
-    return candidates * static_cast<double>(std::max<std::size_t>(n_samples, 1));
-}
-
 DeciderStatus Decider::create(const DeciderSpec& s, Decider& d, std::string* error) {
     if (s.k < 1 || s.k > kMaxModels)
         return fail(error, DeciderStatus::bad_size,
@@ -147,8 +132,8 @@ DeciderStatus Decider::create(const DeciderSpec& s, Decider& d, std::string* err
     if (!(s.max_work >= 1.0))
         return fail(error, DeciderStatus::bad_argument, "max_work must be >= 1");
     {
-        const double work = decision_work(k, s.options.max_depth, s.options.prefixes_only,
-                                          s.mode == Mode::exact ? 1 : s.n_samples);
+        const double work = search_work(k, 0, s.options.max_depth, s.options.prefixes_only,
+                                        s.mode == Mode::exact ? 1 : s.n_samples);
         if (work > s.max_work)
             return fail(error, DeciderStatus::bad_size,
                         "one decision over " + std::to_string(k) + " models with max_depth " +

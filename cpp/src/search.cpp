@@ -868,4 +868,22 @@ BatchStatus search_batch(const BatchInput& in, std::size_t n, int k, const Norma
     return failure.result();
 }
 
+double search_work(int k, int n_ran, std::int64_t max_depth, bool prefixes_only,
+                   std::size_t n_samples) noexcept {
+    const int free = k - n_ran;
+    const std::int64_t depth = std::clamp<std::int64_t>(max_depth, 0, kMaxModels);
+    const std::int64_t add = std::min<std::int64_t>(depth - n_ran, free);
+    double candidates = 0.0;
+    if (prefixes_only) {
+        candidates = static_cast<double>(std::max<std::int64_t>(add, 0));
+    } else {
+        double binom = 1.0;
+        for (std::int64_t i = 1; i <= add; ++i) {
+            binom = binom * static_cast<double>(free - i + 1) / static_cast<double>(i);
+            candidates += binom;
+        }
+    }
+    return candidates * static_cast<double>(std::max<std::size_t>(n_samples, 1));
+}
+
 }  // namespace cascade_routing

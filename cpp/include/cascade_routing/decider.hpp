@@ -34,10 +34,6 @@ enum class DeciderStatus : int {
 //! The default cap on one decision's work: 2^28, the engine's DEFAULT_MAX_WORK.
 inline constexpr double kDefaultMaxWork = 268435456.0;
 
-//! Worst-case work of one decision from the empty run-set: candidate supermodels
-//! (sum of C(k, i) for i = 1..depth; depth of them for prefixes only) times max(samples, 1).
-double decision_work(int k, std::int64_t max_depth, bool prefixes_only, std::size_t n_samples);
-
 struct DeciderSpec {
     int k = 0;                          //!< number of models, 1..kMaxModels (internal model order)
     Mode mode = Mode::exact;            //!< exact means, independent sd, or full covariance

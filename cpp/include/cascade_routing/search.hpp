@@ -221,4 +221,11 @@ BatchStatus search_batch(const BatchInput& in, std::size_t n, int k, const Norma
 //! per row. More threads than cores would only add thread starts and per-thread workspaces.
 int resolve_threads(int n_threads, std::size_t n_rows) noexcept;
 
+//! Worst-case work of one decision before pruning (docs/algorithm.md §11): the candidate
+//! supermodels, supersets of the `n_ran` run models with at most `max_depth` members
+//! (sum of C(k - n_ran, i) for i = 1..max_depth - n_ran; with `prefixes_only` just the
+//! max_depth - n_ran longer prefixes), times max(n_samples, 1).
+double search_work(int k, int n_ran, std::int64_t max_depth, bool prefixes_only,
+                   std::size_t n_samples) noexcept;
+
 }  // namespace cascade_routing
