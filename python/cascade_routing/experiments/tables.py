@@ -190,17 +190,20 @@ def fit_variance_scale(
         sel = run[np.argmax(post[:, run], axis=1)]
         before = y[rows_m, sel]
         mu = np.where(mask, post, ante)
+        # The realised gain of running j does not depend on the scale.
+        realised = {}
+        for j in np.flatnonzero(~mask).tolist():
+            grown = np.append(run, j)
+            sel2 = grown[np.argmax(post[:, grown], axis=1)]
+            realised[j] = y[rows_m, sel2] - before
         for s in scales:
             sd = np.where(mask, post_sd, np.sqrt(s) * ante_sd)
             z = mu[:, None, :] + sd[:, None, :] * u[None]  # (m, S, k)
             base = z[:, :, run].max(axis=2)
             e_base = base.mean(axis=1)
-            for j in np.flatnonzero(~mask):
-                grown = np.append(run, j)
-                sel2 = grown[np.argmax(post[:, grown], axis=1)]
-                realised = y[rows_m, sel2] - before
+            for j, gain in realised.items():
                 predicted = np.maximum(base, z[:, :, j]).mean(axis=1) - e_base
-                losses[s] += float(((predicted - realised) ** 2).sum())
+                losses[s] += float(((predicted - gain) ** 2).sum())
     best = min(losses, key=lambda s: (losses[s], s))
     return best, losses
 
