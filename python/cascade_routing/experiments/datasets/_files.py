@@ -182,6 +182,34 @@ def aligned(
     return right.iloc[where].reset_index(drop=True)
 
 
+def optional_model_table(
+    root: Path,
+    file: str,
+    reference: pd.DataFrame,
+    reference_file: str,
+    key: str,
+    models: Sequence[str],
+    keep: NDArray[np.bool_],
+    source: str,
+) -> NDArray[np.float64] | None:
+    """A per-model table ``root/file`` (a ``key`` column, one column per model) aligned to
+    the rows of ``reference`` and restricted to ``keep``; ``None`` (logged) if the file is
+    absent, lists other keys, or has gaps or negative values."""
+    if not (root / file).is_file():
+        return None
+    frame = read_csv(root / file, [key, *models])
+    try:
+        frame = aligned(reference, frame, key, (reference_file, file))
+    except ValueError:
+        logger.info("%s: %s lists other %s values; not used", source, file, key)
+        return None
+    values = numeric_columns(frame, list(models), file)[keep]
+    if np.isnan(values).any() or np.any(values < 0):
+        logger.info("%s: %s has gaps or negative values; not used", source, file)
+        return None
+    return values
+
+
 def wide_tables(
     root: Path,
     quality_file: str,

@@ -13,7 +13,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from ._bundled import bundled_folder
-from ._files import aligned, folder, numeric_columns, read_csv, wide_tables
+from ._files import folder, optional_model_table, read_csv, wide_tables
 from .base import Dataset
 
 logger = logging.getLogger(__name__)
@@ -83,9 +83,9 @@ def load_routerbench(
             features["prompt_chars"] = chars[keep]
             rows = quality_f["rb_row"].to_numpy()[keep]
             texts = np.array([_prompt_text(stored[r]) for r in rows], dtype=object)
-    scores = None
-    if (root / "response_chars.csv").is_file():
-        scores = _response_chars(root, quality_f, chosen, keep)
+    scores = optional_model_table(
+        root, "response_chars.csv", quality_f, "quality.csv", "rb_row", chosen, keep, "routerbench"
+    )
     return Dataset(
         name="routerbench",
         models=tuple(chosen),
@@ -114,20 +114,3 @@ def _prompt_text(stored: str) -> str:
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return "\n".join(value)
     return stored
-
-
-def _response_chars(
-    root: Path, quality_f: pd.DataFrame, models: Sequence[str], keep: NDArray[np.bool_]
-) -> NDArray[np.float64] | None:
-    """``response_chars.csv`` aligned to the quality rows; ``None`` (logged) if incomplete."""
-    frame = read_csv(root / "response_chars.csv", ["rb_row", *models])
-    try:
-        frame = aligned(quality_f, frame, "rb_row", ("quality.csv", "response_chars.csv"))
-    except ValueError:
-        logger.info("routerbench: response_chars.csv lists other rows; no answer lengths")
-        return None
-    values = numeric_columns(frame, list(models), "response_chars.csv")[keep]
-    if np.isnan(values).any() or np.any(values < 0):
-        logger.info("routerbench: response_chars.csv has gaps; no answer lengths")
-        return None
-    return values

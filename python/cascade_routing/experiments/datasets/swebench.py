@@ -6,11 +6,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-from numpy.typing import NDArray
-
-from ._files import aligned, folder, numeric_columns, read_csv, wide_tables
+from ._files import folder, optional_model_table, read_csv, wide_tables
 from .base import Dataset
 
 logger = logging.getLogger(__name__)
@@ -64,7 +60,9 @@ def load_swebench(path: str | Path, models: Sequence[str] | None = None) -> Data
             names = candidate
         else:
             logger.info("swebench: display names in models.csv are not unique; using column names")
-    scores = _api_calls(root, resolved_f, chosen, keep)
+    scores = optional_model_table(
+        root, "api_calls.csv", resolved_f, "resolved.csv", "instance_id", chosen, keep, "swebench"
+    )
     return Dataset(
         name="swebench",
         models=tuple(names),
@@ -81,22 +79,3 @@ def load_swebench(path: str | Path, models: Sequence[str] | None = None) -> Data
         answer_scores=scores,
         answer_score_name="" if scores is None else "API calls of the agent run",
     )
-
-
-def _api_calls(
-    root: Path, resolved_f: pd.DataFrame, models: Sequence[str], keep: NDArray[np.bool_]
-) -> NDArray[np.float64] | None:
-    """``api_calls.csv`` aligned to the resolved rows; ``None`` (logged) if absent/incomplete."""
-    if not (root / "api_calls.csv").is_file():
-        return None
-    frame = read_csv(root / "api_calls.csv", ["instance_id", *models])
-    try:
-        frame = aligned(resolved_f, frame, "instance_id", ("resolved.csv", "api_calls.csv"))
-    except ValueError:
-        logger.info("swebench: api_calls.csv lists other instances; not used")
-        return None
-    values = numeric_columns(frame, list(models), "api_calls.csv")[keep]
-    if np.isnan(values).any() or np.any(values < 0):
-        logger.info("swebench: api_calls.csv has gaps; not used")
-        return None
-    return values
